@@ -1,0 +1,112 @@
+"""Teach Scapy's TCP options field about kind 30 (MPTCP), without editing Scapy.
+
+Scapy keeps TCP options as ``(name, value)`` tuples and decodes them in ``TCPOptionsField``, with
+no registry to plug a decoder into (Scapy issue #3333). ``install()`` makes three small changes,
+in the form they would take upstream:
+
+* ``TCPOptions`` learns the name ``"MPTCP"`` for kind 30;
+* dissection turns each kind-30 value into the layer of its subtype (``MPTCPOption``), built from
+  the option's own bytes, length byte included, so a truncated or misshapen option is kept as an
+  ``MPMalformed`` with what was on the wire;
+* building accepts ``("MPTCP", layer)`` and writes the layer's bytes as they are (a crafted
+  length byte is kept), ``("MPTCP", bytes)`` keeps working as a raw value.
+
+Every other option goes through Scapy's own code, untouched. Calling ``install()`` again does
+nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scapy.layers import inet
+from scapy.packet import Packet
+
+from mptcplab.layers.options import MPTCP_KIND, MPTCPOption
+
+OPTION_NAME = "MPTCP"
+_MARK = "_mptcplab_mptcp_hook"
+
+
+def _option_spans(x: bytes) -> list[bytes]:
+    """The bytes of each option in ``x``, walked the way Scapy's ``m2i`` walks them."""
+    spans: list[bytes] = []
+    while x:
+        kind = x[0]
+        if kind == 0:
+            spans.append(x[:1])
+            break
+        if kind == 1:
+            spans.append(x[:1])
+            x = x[1:]
+            continue
+        olen = x[1] if len(x) > 1 else 0
+        step = max(olen, 2)
+        spans.append(x[:step])
+        x = x[step:]
+    return spans
+
+
+def _is_layer(value: Any) -> bool:
+    return isinstance(value, Packet)
+
+
+def _unpadded(one: bytes) -> bytes:
+    """Scapy's ``i2m`` output for a single option, without the padding it appends."""
+    if not one:
+        return one
+    if one[0] in (0, 1):
+        return one[:1]
+    return one[:one[1]]
+
+
+def install() -> None:
+    """Plug the MPTCP layers into ``scapy.layers.inet.TCPOptionsField``; idempotent."""
+    field_cls = inet.TCPOptionsField
+    if getattr(field_cls, _MARK, False):
+        return
+    inet.TCPOptions[0][MPTCP_KIND] = (OPTION_NAME, None)
+    inet.TCPOptions[1][OPTION_NAME] = MPTCP_KIND
+
+    scapy_m2i = field_cls.m2i
+    scapy_i2m = field_cls.i2m
+    scapy_i2repr = field_cls.i2repr
+
+    def m2i(self: Any, pkt: Packet | None, x: bytes) -> list[tuple[Any, Any]]:
+        opts = scapy_m2i(self, pkt, x)
+        if not any(name == OPTION_NAME for name, _ in opts):
+            return opts
+        spans = _option_spans(bytes(x))
+        if len(spans) != len(opts):  # Scapy walked differently: rebuild from the values
+            spans = [bytes([MPTCP_KIND, len(v) + 2]) + v if n == OPTION_NAME else b""
+                     for n, v in opts]
+        return [(name, MPTCPOption(span) if name == OPTION_NAME else value)
+                for (name, value), span in zip(opts, spans)]
+
+    def i2m(self: Any, pkt: Packet | None, x: Any) -> bytes:
+        if not x or not any(name in (OPTION_NAME, MPTCP_KIND) and _is_layer(value)
+                            for name, value in x):
+            return scapy_i2m(self, pkt, x)
+        out = b""
+        for name, value in x:
+            if name in (OPTION_NAME, MPTCP_KIND) and _is_layer(value):
+                out += bytes(value)
+            else:
+                out += _unpadded(scapy_i2m(self, pkt, [(name, value)]))
+        return out + b"\x00" * (-len(out) % 4)
+
+    def i2repr(self: Any, pkt: Packet | None, x: Any) -> Any:
+        if isinstance(x, list) and any(_is_layer(v) for _, v in x):
+            x = [(n, v.summary() if _is_layer(v) else v) for n, v in x]
+        return scapy_i2repr(self, pkt, x)
+
+    field_cls.m2i = m2i
+    field_cls.i2m = i2m
+    field_cls.i2repr = i2repr
+    setattr(field_cls, _MARK, True)
+
+
+def mptcp_options(tcp: Packet) -> list[MPTCPOption]:
+    """The MPTCP option layers of a TCP header, in wire order."""
+    return [value for name, value in (tcp.options or []) if name == OPTION_NAME
+            and isinstance(value, MPTCPOption)]
