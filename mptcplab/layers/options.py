@@ -33,6 +33,8 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
+from mptcplab.layers.describe import CAPABLE_STAGES, JOIN_STAGES, describe, flag_letters
+
 MPTCP_KIND = 30
 
 SUBTYPE_NAMES: dict[int, str] = {
@@ -81,13 +83,8 @@ def dss_length(flags: int, with_checksum: bool = False) -> int:
     return length
 
 
-def _flag_letters(value: int, names: list[str]) -> str:
-    """Set flags as their letters, most significant first ("AH"), as the RFCs draw them."""
-    return "".join(name for bit, name in reversed(list(enumerate(names))) if value >> bit & 1)
-
-
 def _fmt_flags(value: int, names: list[str]) -> str:
-    return _flag_letters(value, names) or "none"
+    return flag_letters(value, names) or "none"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +240,8 @@ class MPTCPOption(Packet):
         return {"subtype": self.subtype_name, "length": self.effective_length()}
 
     def mysummary(self) -> str:
-        return self.subtype_name
+        return describe(self.as_dict())
+
 
 
 def _declared_length(raw: bytes) -> int:
@@ -343,8 +341,10 @@ class MPCapable(MPTCPOption):
         FlagsField("flags", 0x01, 8, CAPABLE_FLAGS),
         ConditionalField(_KeyField("sender_key"), lambda p: _capable_len(p) >= 12),
         ConditionalField(_KeyField("receiver_key"), lambda p: _capable_len(p) >= 20),
-        ConditionalField(_UIntField("data_level_len", 0, lambda p: 2), lambda p: _capable_len(p) >= 22),
-        ConditionalField(_HexUIntField("checksum", 0, lambda p: 2), lambda p: _capable_len(p) >= 24),
+        ConditionalField(_UIntField("data_level_len", 0, lambda p: 2),
+                         lambda p: _capable_len(p) >= 22),
+        ConditionalField(_HexUIntField("checksum", 0, lambda p: 2),
+                         lambda p: _capable_len(p) >= 24),
     ]
 
     @classmethod
@@ -360,14 +360,13 @@ class MPCapable(MPTCPOption):
     def stage(self) -> str:
         """Which handshake step this length belongs to."""
         length = self.effective_length()
-        return {4: "SYN", 12: "SYN/SYN-ACK", 20: "ACK", 22: "ACK+data", 24: "ACK+data+csum"}.get(
-            length, "?")
+        return CAPABLE_STAGES.get(length, "?")
 
     def as_dict(self) -> dict[str, Any]:
         length = self.effective_length()
         out: dict[str, Any] = {"subtype": "MP_CAPABLE", "length": length,
                                "version": self.version,
-                               "flags": _flag_letters(int(self.flags), CAPABLE_FLAGS)}
+                               "flags": flag_letters(int(self.flags), CAPABLE_FLAGS)}
         if length >= 12:
             out["sender_key"] = self.sender_key
         if length >= 20:
@@ -378,18 +377,6 @@ class MPCapable(MPTCPOption):
             out["checksum"] = self.checksum
         return out
 
-    def mysummary(self) -> str:
-        d = self.as_dict()
-        parts = [f"MP_CAPABLE v{self.version} {self.stage} flags={_fmt_flags(int(self.flags), CAPABLE_FLAGS)}"]
-        if "sender_key" in d:
-            parts.append(f"sender_key={d['sender_key']:#018x}")
-        if "receiver_key" in d:
-            parts.append(f"receiver_key={d['receiver_key']:#018x}")
-        if "data_level_len" in d:
-            parts.append(f"data_level_len={d['data_level_len']}")
-        if "checksum" in d:
-            parts.append(f"checksum={d['checksum']:#06x}")
-        return " ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +441,8 @@ class MPJoin(MPTCPOption):
         ConditionalField(BitField("reserved_ack", 0, 12), lambda p: _join_len(p) == 24),
         ConditionalField(_HexUIntField("token", 0, lambda p: 4), lambda p: _join_len(p) == 12),
         ConditionalField(_KeyField("truncated_hmac"), lambda p: _join_len(p) == 16),
-        ConditionalField(_HexUIntField("nonce", 0, lambda p: 4), lambda p: _join_len(p) in (12, 16)),
+        ConditionalField(_HexUIntField("nonce", 0, lambda p: 4),
+                         lambda p: _join_len(p) in (12, 16)),
         ConditionalField(XStrFixedLenField("hmac", b"\x00" * 20, 20), lambda p: _join_len(p) == 24),
     ]
 
@@ -469,7 +457,7 @@ class MPJoin(MPTCPOption):
 
     @property
     def stage(self) -> str:
-        return {12: "SYN", 16: "SYN-ACK", 24: "ACK"}.get(self.effective_length(), "?")
+        return JOIN_STAGES.get(self.effective_length(), "?")
 
     def as_dict(self) -> dict[str, Any]:
         length = self.effective_length()
@@ -487,15 +475,6 @@ class MPJoin(MPTCPOption):
             out["hmac"] = bytes(self.hmac).hex()
         return out
 
-    def mysummary(self) -> str:
-        d = self.as_dict()
-        stage = self.stage
-        if stage == "ACK":
-            return f"MP_JOIN ACK hmac={d['hmac']}"
-        head = f"MP_JOIN {stage} B={int(d['backup'])} id={d['addr_id']}"
-        if stage == "SYN":
-            return f"{head} token={d['token']:#010x} nonce={d['nonce']:#010x}"
-        return f"{head} truncated_hmac={d['truncated_hmac']:#018x} nonce={d['nonce']:#010x}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,7 +543,8 @@ class MPDSS(MPTCPOption):
         ConditionalField(_UIntField("dsn", 0, lambda p: 8 if _dss_flags(p) & 0x08 else 4),
               lambda p: bool(_dss_flags(p) & 0x04)),
         ConditionalField(_UIntField("ssn", 0, lambda p: 4), lambda p: bool(_dss_flags(p) & 0x04)),
-        ConditionalField(_UIntField("data_level_len", 0, lambda p: 2), lambda p: bool(_dss_flags(p) & 0x04)),
+        ConditionalField(_UIntField("data_level_len", 0, lambda p: 2),
+                         lambda p: bool(_dss_flags(p) & 0x04)),
         ConditionalField(_HexUIntField("checksum", 0, lambda p: 2), _dss_has_checksum),
     ]
 
@@ -590,7 +570,7 @@ class MPDSS(MPTCPOption):
     def as_dict(self) -> dict[str, Any]:
         flags = _dss_flags(self)
         out: dict[str, Any] = {"subtype": "DSS", "length": self.effective_length(),
-                               "flags": _flag_letters(flags, DSS_FLAGS)}
+                               "flags": flag_letters(flags, DSS_FLAGS)}
         if flags & 0x01:
             out["data_ack"] = self.data_ack
             out["data_ack_len"] = 8 if flags & 0x02 else 4
@@ -604,21 +584,6 @@ class MPDSS(MPTCPOption):
         out["data_fin"] = bool(flags & 0x10)
         return out
 
-    def mysummary(self) -> str:
-        d = self.as_dict()
-        parts = ["DSS"]
-        if d["data_fin"]:
-            parts.append("DATA_FIN")
-        if "data_ack" in d:
-            parts.append(f"data_ack={d['data_ack']}" + ("" if d["data_ack_len"] == 8 else "/32"))
-        if "dsn" in d:
-            parts.append(f"dsn={d['dsn']}" + ("" if d["dsn_len"] == 8 else "/32"))
-            parts.append(f"ssn={d['ssn']}")
-            length = d["data_level_len"]
-            parts.append(f"len={length}" + (" (infinite mapping)" if length == 0 else ""))
-            if "checksum" in d:
-                parts.append(f"checksum={d['checksum']:#06x}")
-        return " ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,12 +605,6 @@ def _add_addr_has_port(pkt: Packet) -> bool:
     if pkt.getfieldval("length") is not None:
         return pkt.getfieldval("length") in (10, 18, 22, 30)
     return pkt.given("port")
-
-
-def _format_endpoint(addr: str, port: int | None) -> str:
-    if port is None:
-        return addr
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 class MPAddAddr(MPTCPOption):
@@ -703,13 +662,6 @@ class MPAddAddr(MPTCPOption):
         out["hmac"] = None if self.echo else self.hmac
         return out
 
-    def mysummary(self) -> str:
-        d = self.as_dict()
-        head = "ADD_ADDR echo" if d["echo"] else "ADD_ADDR"
-        text = f"{head} id={d['addr_id']} {_format_endpoint(d['addr'], d['port'])}"
-        if d["hmac"] is not None:
-            text += f" hmac={d['hmac']:#018x}"
-        return text
 
 
 def _v0_ipver(pkt: Packet) -> int:
@@ -768,10 +720,6 @@ class MPAddAddrV0(MPAddAddr):
                 "addr": str(self.addr),
                 "port": self.port if _add_addr_has_port(self) else None, "hmac": None}
 
-    def mysummary(self) -> str:
-        d = self.as_dict()
-        return (f"ADD_ADDR v0 IPv{d['ipver']} id={d['addr_id']} "
-                f"{_format_endpoint(d['addr'], d['port'])}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,8 +757,6 @@ class MPRemoveAddr(MPTCPOption):
         return {"subtype": "REMOVE_ADDR", "length": self.effective_length(),
                 "addr_ids": list(self.addr_ids)}
 
-    def mysummary(self) -> str:
-        return "REMOVE_ADDR ids=" + ",".join(str(i) for i in self.addr_ids)
 
 
 def _prio_has_id(pkt: Packet) -> bool:
@@ -851,10 +797,6 @@ class MPPrio(MPTCPOption):
                 "backup": bool(int(self.flags) & 1),
                 "addr_id": self.addr_id if _prio_has_id(self) else None}
 
-    def mysummary(self) -> str:
-        d = self.as_dict()
-        text = f"MP_PRIO B={int(d['backup'])}"
-        return text if d["addr_id"] is None else f"{text} id={d['addr_id']}"
 
 
 class MPFail(MPTCPOption):
@@ -884,8 +826,6 @@ class MPFail(MPTCPOption):
     def as_dict(self) -> dict[str, Any]:
         return {"subtype": "MP_FAIL", "length": self.effective_length(), "dsn": self.dsn}
 
-    def mysummary(self) -> str:
-        return f"MP_FAIL dsn={self.dsn}"
 
 
 class MPFastclose(MPTCPOption):
@@ -916,8 +856,6 @@ class MPFastclose(MPTCPOption):
         return {"subtype": "MP_FASTCLOSE", "length": self.effective_length(),
                 "receiver_key": self.receiver_key}
 
-    def mysummary(self) -> str:
-        return f"MP_FASTCLOSE receiver_key={self.receiver_key:#018x}"
 
 
 class MPTcpRst(MPTCPOption):
@@ -951,12 +889,9 @@ class MPTcpRst(MPTCPOption):
 
     def as_dict(self) -> dict[str, Any]:
         return {"subtype": "MP_TCPRST", "length": self.effective_length(),
-                "flags": _flag_letters(int(self.flags), TCPRST_FLAGS), "reason": self.reason,
+                "flags": flag_letters(int(self.flags), TCPRST_FLAGS), "reason": self.reason,
                 "reason_name": self.reason_name}
 
-    def mysummary(self) -> str:
-        return (f"MP_TCPRST flags={_fmt_flags(int(self.flags), TCPRST_FLAGS)} "
-                f"reason={self.reason_name} ({self.reason})")
 
 
 class MPExperimental(MPTCPOption):
@@ -980,8 +915,6 @@ class MPExperimental(MPTCPOption):
         return {"subtype": "MP_EXPERIMENTAL", "length": self.effective_length(),
                 "nibble": self.nibble, "data": bytes(self.data).hex()}
 
-    def mysummary(self) -> str:
-        return f"MP_EXPERIMENTAL nibble={self.nibble:#x} data={bytes(self.data).hex() or '-'}"
 
 
 class MPUnknown(MPTCPOption):
@@ -997,8 +930,6 @@ class MPUnknown(MPTCPOption):
         return {"subtype": "UNKNOWN", "length": self.effective_length(),
                 "subtype_id": self.subtype, "raw": bytes(self).hex()}
 
-    def mysummary(self) -> str:
-        return f"MPTCP subtype {self.subtype:#x} (unknown) data={bytes(self.data).hex() or '-'}"
 
 
 class MPMalformed(MPTCPOption):
@@ -1032,6 +963,4 @@ class MPMalformed(MPTCPOption):
         return {"subtype": self.subtype_name, "length": self.effective_length(),
                 "malformed": True, "raw": raw.hex(), "reason": self.reason}
 
-    def mysummary(self) -> str:
-        return f"MPTCP malformed ({self.reason}) raw={bytes(self.raw).hex()}"
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine (as root) for mptcplab: system tools, then the package itself.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v tcpdump  >/dev/null || need+=(tcpdump)
+command -v tshark   >/dev/null || need+=(tshark)
+command -v nft      >/dev/null || need+=(nftables)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip       >/dev/null || need+=(iproute2)
+command -v ss       >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
