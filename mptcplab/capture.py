@@ -18,6 +18,7 @@ from mptcplab.errors import BadInput
 # Link types this lab decodes (tcpdump's LINKTYPE_* numbers).
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
 LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
@@ -151,10 +152,11 @@ def scapy_packet(record: Record):  # -> scapy.packet.Packet
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether, Loopback
+    from scapy.layers.ppp import PPP
     from scapy.packet import Raw
 
-    known = {LINKTYPE_NULL: Loopback, LINKTYPE_ETHERNET: Ether, LINKTYPE_LINUX_SLL: CookedLinux,
-             LINKTYPE_LINUX_SLL2: CookedLinuxV2}
+    known = {LINKTYPE_NULL: Loopback, LINKTYPE_ETHERNET: Ether, LINKTYPE_PPP: PPP,
+             LINKTYPE_LINUX_SLL: CookedLinux, LINKTYPE_LINUX_SLL2: CookedLinuxV2}
     cls = known.get(record.linktype) or conf.l2types.get(record.linktype)
     if cls is None and record.linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         cls = IPv6 if record.data[:1] and record.data[0] >> 4 == 6 else IP
