@@ -13,7 +13,7 @@ CAPABLE_STAGES = {4: "SYN", 12: "SYN/SYN-ACK", 20: "ACK", 22: "ACK+data", 24: "A
 JOIN_STAGES = {12: "SYN", 16: "SYN-ACK", 24: "ACK"}
 
 
-def flag_letters(value: int, names: list[str]) -> str:
+def flag_letters(value: int, names: str) -> str:
     """Set flags as letters, most significant first ("AH"), as the RFC figures order them.
 
     ``names`` lists the letters least significant bit first (Scapy's FlagsField order).

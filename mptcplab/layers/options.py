@@ -61,13 +61,15 @@ TCPRST_REASONS: dict[int, str] = {
     0x06: "Middlebox interference",
 }
 
-# Flag letters, least significant bit first (Scapy's FlagsField order).
-CAPABLE_FLAGS = ["H", "G", "F", "E", "D", "C", "B", "A"]
-DSS_FLAGS = ["A", "a", "M", "m", "F"]
-TCPRST_FLAGS = ["T", "W", "V", "U"]
+# Flag letters, least significant bit first (Scapy's FlagsField order). Strings, not lists:
+# Scapy then accepts flags="AH" as well as the integer.
+CAPABLE_FLAGS = "HGFEDCBA"
+DSS_FLAGS = "AaMmF"
+TCPRST_FLAGS = "TWVU"
 
 # The lengths each variant may have, from the RFC figures.
 CAPABLE_LENGTHS = (4, 12, 20, 22, 24)
+CAPABLE_V0_LENGTHS = (12, 20)                                     # RFC 6824
 JOIN_LENGTHS = (12, 16, 24)
 ADD_ADDR_V1_LENGTHS = {0: (16, 18, 28, 30), 1: (8, 10, 20, 22)}   # by the E flag
 ADD_ADDR_V0_LENGTHS = {4: (8, 10), 6: (20, 22)}                   # by IPVer
@@ -83,7 +85,7 @@ def dss_length(flags: int, with_checksum: bool = False) -> int:
     return length
 
 
-def _fmt_flags(value: int, names: list[str]) -> str:
+def _fmt_flags(value: int, names: str) -> str:
     return flag_letters(value, names) or "none"
 
 
@@ -152,7 +154,7 @@ class _AutoFlagsField(FlagsField):
 
     __slots__ = ["_auto"]
 
-    def __init__(self, name: str, size: int, names: list[str],
+    def __init__(self, name: str, size: int, names: str,
                  auto: Callable[[Packet], int]) -> None:
         super().__init__(name, None, size, names)
         self._auto = auto
@@ -198,6 +200,10 @@ class MPTCPOption(Packet):
         sub = cls.__dict__.get("subtype_id")
         if sub is not None:
             MPTCPOption.registry[sub] = cls
+        # Scapy only consults a dispatch_hook found in the class's own __dict__: give each
+        # subclass the shape check, so MPJoin(raw) of misshapen bytes is MPMalformed too.
+        if "dispatch_hook" not in cls.__dict__:
+            cls.dispatch_hook = MPTCPOption.__dict__["dispatch_hook"]
 
     @classmethod
     def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
@@ -264,7 +270,7 @@ def classify(raw: bytes, wanted: type[Packet] = MPTCPOption) -> type[Packet]:
 def malformed_reason(raw: bytes, wanted: type[Packet] = MPTCPOption) -> str | None:
     """Why these bytes are not a well-formed MPTCP option, or None when they are."""
     if len(raw) < 3:
-        return f"option of {len(raw)} bytes is too short for kind, length and subtype"
+        return f"{len(raw)}-byte option is too short for kind, length and subtype"
     if raw[0] != MPTCP_KIND:
         return f"kind {raw[0]} is not MPTCP ({MPTCP_KIND})"
     declared = raw[1]
@@ -349,8 +355,11 @@ class MPCapable(MPTCPOption):
 
     @classmethod
     def shape_error(cls, raw: bytes) -> str | None:
-        if len(raw) not in CAPABLE_LENGTHS:
-            return f"length {len(raw)} is none of {', '.join(map(str, CAPABLE_LENGTHS))}"
+        version = raw[2] & 0x0F
+        allowed = CAPABLE_V0_LENGTHS if version == 0 else CAPABLE_LENGTHS
+        if len(raw) not in allowed:
+            return (f"length {len(raw)} is none of {', '.join(map(str, allowed))} "
+                    f"for version {version}")
         return None
 
     def auto_length(self) -> int:
@@ -436,7 +445,7 @@ class MPJoin(MPTCPOption):
     subtype_id = 0x1
     fields_desc = _header(0x1) + [
         ConditionalField(BitField("reserved", 0, 3), lambda p: _join_len(p) != 24),
-        ConditionalField(FlagsField("flags", 0, 1, ["B"]), lambda p: _join_len(p) != 24),
+        ConditionalField(FlagsField("flags", 0, 1, "B"), lambda p: _join_len(p) != 24),
         ConditionalField(ByteField("addr_id", 0), lambda p: _join_len(p) != 24),
         ConditionalField(BitField("reserved_ack", 0, 12), lambda p: _join_len(p) == 24),
         ConditionalField(_HexUIntField("token", 0, lambda p: 4), lambda p: _join_len(p) == 12),
@@ -634,7 +643,7 @@ class MPAddAddr(MPTCPOption):
     subtype_id = 0x3
     fields_desc = _header(0x3) + [
         BitField("reserved", 0, 3),
-        FlagsField("flags", 0, 1, ["E"]),
+        FlagsField("flags", 0, 1, "E"),
         ByteField("addr_id", 0),
         _AddrField("addr", "0.0.0.0", _addr_is_v6),
         ConditionalField(_UIntField("port", 0, lambda p: 2), _add_addr_has_port),
@@ -782,7 +791,7 @@ class MPPrio(MPTCPOption):
     subtype_id = 0x5
     fields_desc = _header(0x5) + [
         BitField("reserved", 0, 3),
-        FlagsField("flags", 0, 1, ["B"]),
+        FlagsField("flags", 0, 1, "B"),
         ConditionalField(ByteField("addr_id", 0), _prio_has_id),
     ]
 
@@ -927,8 +936,9 @@ class MPUnknown(MPTCPOption):
     ]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"subtype": "UNKNOWN", "length": self.effective_length(),
-                "subtype_id": self.subtype, "raw": bytes(self).hex()}
+        length = self.effective_length()
+        return {"subtype": "UNKNOWN", "length": length, "subtype_id": self.subtype,
+                "raw": bytes(self)[:length].hex()}
 
 
 

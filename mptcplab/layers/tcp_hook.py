@@ -96,8 +96,8 @@ def install() -> None:
         return out + b"\x00" * (-len(out) % 4)
 
     def i2repr(self: Any, pkt: Packet | None, x: Any) -> Any:
-        if isinstance(x, list) and any(_is_layer(v) for _, v in x):
-            x = [(n, v.summary() if _is_layer(v) else v) for n, v in x]
+        if isinstance(x, list) and any(isinstance(v, MPTCPOption) for _, v in x):
+            x = [(n, v.summary() if isinstance(v, MPTCPOption) else v) for n, v in x]
         return scapy_i2repr(self, pkt, x)
 
     field_cls.m2i = m2i
