@@ -254,21 +254,28 @@ def _declared_length(raw: bytes) -> int:
     return raw[1] if len(raw) >= 2 else 0
 
 
+def _class_for(raw: bytes) -> type[MPTCPOption]:
+    """The class the subtype nibble names (RFC 6824's ADD_ADDR by its IPVer nibble)."""
+    sub = raw[2] >> 4
+    if sub == 0x3 and (raw[2] & 0x0F) in ADD_ADDR_V0_LENGTHS:
+        return MPAddAddrV0
+    return MPTCPOption.registry.get(sub, MPUnknown)
+
+
 def classify(raw: bytes, wanted: type[Packet] = MPTCPOption) -> type[Packet]:
     """The layer class for the option bytes ``raw``: by subtype, or MPMalformed if misshapen."""
     if malformed_reason(raw, wanted) is not None:
         return MPMalformed
     if wanted is not MPTCPOption and issubclass(wanted, MPTCPOption):
         return wanted
-    sub = raw[2] >> 4
-    cls = MPTCPOption.registry.get(sub, MPUnknown)
-    if sub == 0x3 and (raw[2] & 0x0F) in ADD_ADDR_V0_LENGTHS:
-        cls = MPAddAddrV0
-    return cls
+    return _class_for(raw)
 
 
 def malformed_reason(raw: bytes, wanted: type[Packet] = MPTCPOption) -> str | None:
-    """Why these bytes are not a well-formed MPTCP option, or None when they are."""
+    """Why these bytes are not a well-formed MPTCP option, or None when they are.
+
+    The one shape check: the layers' dispatch and the fast decoder both use it.
+    """
     if len(raw) < 3:
         return f"{len(raw)}-byte option is too short for kind, length and subtype"
     if raw[0] != MPTCP_KIND:
@@ -280,10 +287,7 @@ def malformed_reason(raw: bytes, wanted: type[Packet] = MPTCPOption) -> str | No
         return f"length {declared} but only {len(raw)} bytes present"
     raw = raw[:declared]
     if wanted is MPTCPOption or not issubclass(wanted, MPTCPOption):
-        sub = raw[2] >> 4
-        cls: type[MPTCPOption] = MPTCPOption.registry.get(sub, MPUnknown)
-        if sub == 0x3 and (raw[2] & 0x0F) in ADD_ADDR_V0_LENGTHS:
-            cls = MPAddAddrV0
+        cls = _class_for(raw)
     else:
         cls = wanted
         if cls.subtype_id is not None and raw[2] >> 4 != cls.subtype_id:

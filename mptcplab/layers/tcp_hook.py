@@ -28,7 +28,7 @@ OPTION_NAME = "MPTCP"
 _MARK = "_mptcplab_mptcp_hook"
 
 
-def _option_spans(x: bytes) -> list[bytes]:
+def option_spans(x: bytes) -> list[bytes]:
     """The bytes of each option in ``x``, walked the way Scapy's ``m2i`` walks them."""
     spans: list[bytes] = []
     while x:
@@ -76,7 +76,7 @@ def install() -> None:
         opts = scapy_m2i(self, pkt, x)
         if not any(name == OPTION_NAME for name, _ in opts):
             return opts
-        spans = _option_spans(bytes(x))
+        spans = option_spans(bytes(x))
         if len(spans) != len(opts):  # Scapy walked differently: rebuild from the values
             spans = [bytes([MPTCP_KIND, len(v) + 2]) + v if n == OPTION_NAME else b""
                      for n, v in opts]
