@@ -1,0 +1,129 @@
+"""The topology catalogue: named topologies, one Python file each, found on a search path.
+
+A catalogue file has a module docstring (an ASCII diagram first) and a `build(**options)`
+returning a Topology; its name is the file name with `_` as `-` (two_paths.py -> "two-paths").
+The search path is $MPTCPLAB_NETNS (os.pathsep-separated directories), then the repository's
+`netns/` beside the package (a checkout or `pip install -e .`). `get()` also takes a path to
+a .py file, so a topology of your own needs no registration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from mptcplab.errors import BadInput, LabError
+from mptcplab.topo.model import Topology
+
+ENV = "MPTCPLAB_NETNS"
+REPO_NETNS = Path(__file__).resolve().parent.parent.parent / "netns"
+
+
+def search_path() -> list[Path]:
+    dirs = [Path(d) for d in os.environ.get(ENV, "").split(os.pathsep) if d]
+    dirs.append(REPO_NETNS)
+    return [d for d in dirs if d.is_dir()]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+
+    @property
+    def module(self) -> ModuleType:
+        return _load(self.path)
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.module.__doc__ or "")
+
+    @property
+    def summary(self) -> str:
+        """The first docstring line that is not part of the diagram."""
+        for line in self.doc.splitlines():
+            if line.strip() and line[:1].isalpha():
+                return line.strip()
+        return ""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        sig = inspect.signature(self.module.build)
+        return {k: p.default for k, p in sig.parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    def build(self, **options: Any) -> Topology:
+        fn: Callable[..., Topology] = self.module.build
+        try:
+            topo = fn(**options)
+        except TypeError as exc:
+            raise BadInput(f"topology {self.name}: {exc}") from None
+        if not isinstance(topo, Topology):
+            raise LabError(f"{self.path}: build() returned {type(topo).__name__}, not Topology")
+        topo.name = self.name
+        topo.doc = topo.doc or self.doc
+        return topo
+
+
+_modules: dict[Path, ModuleType] = {}
+
+
+def _load(path: Path) -> ModuleType:
+    path = path.resolve()
+    if path not in _modules:
+        modname = f"mptcplab_netns_{path.stem}_{abs(hash(path)) & 0xFFFFFF:x}"
+        spec = importlib.util.spec_from_file_location(modname, path)
+        if spec is None or spec.loader is None:
+            raise BadInput(f"cannot load topology file {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[modname]
+            raise LabError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        if not callable(getattr(module, "build", None)):
+            raise BadInput(f"{path} defines no build() function")
+        _modules[path] = module
+    return _modules[path]
+
+
+def entries() -> dict[str, Entry]:
+    """name -> Entry for every catalogue file (earlier directories win)."""
+    found: dict[str, Entry] = {}
+    for d in search_path():
+        for f in sorted(d.glob("*.py")):
+            if f.name.startswith("_"):
+                continue
+            found.setdefault(f.stem.replace("_", "-"), Entry(f.stem.replace("_", "-"), f))
+    return found
+
+
+def names() -> list[str]:
+    return sorted(entries())
+
+
+def entry(name: str) -> Entry:
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name)
+        if not path.is_file():
+            raise BadInput(f"no topology file {name}")
+        return Entry(path.stem.replace("_", "-"), path)
+    found = entries()
+    if name not in found:
+        where = ", ".join(str(d) for d in search_path()) or f"nothing (set {ENV})"
+        raise BadInput(f"unknown topology {name!r} (known: {', '.join(sorted(found)) or 'none'};"
+                       f" searched {where})")
+    return found[name]
+
+
+def get(name: str, **options: Any) -> Topology:
+    """Build the named topology (or the one in a .py file) with its options."""
+    return entry(name).build(**options)

@@ -1,0 +1,289 @@
+"""What keeps labs from leaking: state files, signal handling, `clean()` and `down()`.
+
+Each lab writes `STATE_DIR/<id>.json` (owner pid and start time, namespace names) *before*
+creating anything. `clean()` removes the namespaces of labs whose owner is gone (a crash, a
+SIGKILL) and namespaces no state file claims; it leaves alone the labs of running processes and
+the labs brought up on purpose with `mptcplab topo up` (remove those with `down()`).
+Only names carrying PREFIX are ever touched, and only processes inside those namespaces killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mptcplab.errors import BadInput, LabError, NotRoot
+from mptcplab.topo import ns
+from mptcplab.topo.naming import PREFIX, STATE_DIR, lab_namespaces, parse_ns_name
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class LabTerminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a lab runs: unwinds like Ctrl-C so the lab is torn down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP for the few milliseconds of a build or teardown step, then
+    deliver them: a namespace is never half-created or half-removed by an interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for s in pending[:1]:
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(s)
+
+
+_term_lock = threading.Lock()
+_term_users = 0
+_term_saved: dict[int, Any] = {}
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise LabTerminated(signum)
+
+
+def hold_termination() -> None:
+    """While a lab runs, SIGTERM/SIGHUP raise LabTerminated instead of killing the process
+    outright (only where they had the default action; only in the main thread)."""
+    global _term_users
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with _term_lock:
+        if _term_users == 0:
+            for s in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(s) == signal.SIG_DFL:
+                    _term_saved[s] = signal.signal(s, _raise_terminated)
+        _term_users += 1
+
+
+def release_termination() -> None:
+    global _term_users
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with _term_lock:
+        _term_users = max(0, _term_users - 1)
+        if _term_users == 0:
+            for s, h in _term_saved.items():
+                if signal.getsignal(s) is _raise_terminated:
+                    signal.signal(s, h)
+            _term_saved.clear()
+
+
+# -- state files -----------------------------------------------------------------------------
+
+def _start_time(pid: int) -> int | None:
+    """The process start time (clock ticks since boot): tells a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class LabState:
+    id: str
+    topology: str
+    pid: int
+    start: int | None
+    namespaces: list[str] = field(default_factory=list)
+    detached: bool = False
+    created: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(STATE_DIR, f"{self.id}.json")
+
+    @property
+    def owner_alive(self) -> bool:
+        return _start_time(self.pid) == self.start and self.start is not None
+
+    def save(self) -> None:
+        os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.__dict__, f)
+        os.replace(tmp, self.path)
+
+    def delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    @classmethod
+    def new(cls, lab_id: str, topology: str, namespaces: list[str]) -> LabState:
+        pid = os.getpid()
+        return cls(lab_id, topology, pid, _start_time(pid), namespaces)
+
+    @classmethod
+    def load(cls, lab_id: str) -> LabState | None:
+        try:
+            with open(os.path.join(STATE_DIR, f"{lab_id}.json")) as f:
+                return cls(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def all_states() -> list[LabState]:
+    try:
+        names = sorted(os.listdir(STATE_DIR))
+    except FileNotFoundError:
+        return []
+    states = [LabState.load(n[:-5]) for n in names if n.endswith(".json")]
+    return [s for s in states if s is not None]
+
+
+# -- removal ---------------------------------------------------------------------------------
+
+def kill_pids(pids: list[int], grace: float = 1.0) -> list[int]:
+    """SIGTERM each pid, wait up to `grace`, then SIGKILL what is left. Returns the pids."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if _alive(p)]
+        if left:
+            time.sleep(0.02)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def remove_namespaces(names: list[str]) -> list[str]:
+    """Kill what runs inside them, then unmount and unlink them. Returns the removed names."""
+    names = [n for n in names if n.startswith(PREFIX)]
+    pids = ns.pids_in(names)
+    if pids:
+        kill_pids(sorted(pids))
+    removed = []
+    with deferred_signals():
+        for n in names:
+            if ns.remove(n):
+                removed.append(n)
+    return removed
+
+
+def _root_links() -> list[str]:
+    """Links carrying PREFIX in the root namespace (the lab creates none; belt and braces)."""
+    try:
+        return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def _remove_root_links(names: list[str]) -> list[str]:
+    if not names:
+        return []
+    from pyroute2 import IPRoute
+
+    removed = []
+    with IPRoute() as ipr:
+        for n in names:
+            if not n.startswith(PREFIX):
+                continue
+            idx = ipr.link_lookup(ifname=n)
+            if idx:
+                ipr.link("del", index=idx[0])
+                removed.append(n)
+    return removed
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRoot(f"{what} needs root (network namespaces need CAP_SYS_ADMIN and "
+                      "CAP_NET_ADMIN): run it with sudo")
+
+
+@dataclass
+class CleanReport:
+    namespaces: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # namespaces of live or `topo up` labs
+
+
+def clean(everything: bool = False) -> CleanReport:
+    """Remove what crashed labs left behind (or, with everything=True, every lab namespace).
+
+    Never touches a name without PREFIX; kills only processes inside the removed namespaces.
+    """
+    require_root("mptcplab clean")
+    report = CleanReport()
+    states = {s.id: s for s in all_states()}
+    keep_ids = set() if everything else {
+        i for i, s in states.items() if s.detached or s.owner_alive}
+    doomed = []
+    for name in lab_namespaces():
+        parsed = parse_ns_name(name)
+        if parsed and parsed[0] in keep_ids:
+            report.kept.append(name)
+        else:
+            doomed.append(name)
+    report.namespaces = remove_namespaces(doomed)
+    report.links = _remove_root_links(_root_links())
+    for lab_id, st in states.items():
+        if lab_id not in keep_ids:
+            st.delete()
+            report.states.append(lab_id)
+    return report
+
+
+def down(target: str | None = None) -> list[LabState]:
+    """Tear down labs brought up with `topo up`: by lab id, by topology name, or the only one."""
+    require_root("mptcplab topo down")
+    detached = [s for s in all_states() if s.detached]
+    if target is None:
+        if len(detached) > 1:
+            raise BadInput("several labs are up (" + ", ".join(f"{s.id} ({s.topology})"
+                           for s in detached) + "): say which, or use --all")
+        chosen = detached
+    elif target == "all":
+        chosen = detached
+    else:
+        chosen = [s for s in detached if target in (s.id, s.topology)]
+        if not chosen:
+            raise BadInput(f"no lab {target!r} is up (see `mptcplab topo list`)")
+    if not chosen:
+        raise LabError("no lab is up")
+    for st in chosen:
+        names = sorted(set(st.namespaces) | {n for n in lab_namespaces()
+                                             if (p := parse_ns_name(n)) and p[0] == st.id})
+        remove_namespaces(names)
+        st.delete()
+    return chosen
