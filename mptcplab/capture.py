@@ -1,19 +1,36 @@
-"""Reading capture files: pcap (micro- and nanosecond) and pcapng, record by record.
+"""Captures in and out: pcap (micro- and nanosecond) and pcapng read record by record from a
+file or a pipe, pcap written, BPF filters, and live capture through tcpdump.
 
 The reader is plain ``struct`` work, with no Scapy object per record, so fast decoders can use it
-as well as the layers. It checks what Scapy's readers let pass: a file that is not a capture, and
-a last record cut short, are ``BadInput`` errors with a one-line reason — raised only after every
+as well as the layers. It reads in chunks, so a file of any size and a live pipe go through the
+same code. It checks what Scapy's readers let pass: a file that is not a capture, and a last
+record cut short, are ``BadInput`` errors with a one-line reason — raised only after every
 complete record before the damage has been yielded, so nothing decodable is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import select
+import shutil
+import signal
+import socket
 import struct
-from collections.abc import Iterator
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self, TypeVar
 
-from mptcplab.errors import BadInput
+from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
+
+T = TypeVar("T")
 
 # Link types this lab decodes (tcpdump's LINKTYPE_* numbers).
 LINKTYPE_NULL = 0
@@ -47,89 +64,165 @@ class TruncatedCapture(BadInput):
     """The capture ends in the middle of a record (the records before it were delivered)."""
 
 
+# (index, time, linktype, data, wire_len): a record without the object, for loops that count
+# every microsecond (the sniffer's fast path); ``Record`` is the same five values by name.
+RecordTuple = tuple[int, float, int, bytes, int]
+
+CHUNK = 1 << 20                 # bytes read at a time from a file or a pipe
+_MAX_RECORD = 1 << 26           # a record longer than this is damage, not a packet
+
+
 def read_records(path: str | Path) -> Iterator[Record]:
     """Every record of a pcap or pcapng file, in order."""
+    for rec in iter_file(path):
+        yield Record(*rec)
+
+
+def iter_file(path: str | Path) -> Iterator[RecordTuple]:
+    """Every record of a pcap or pcapng file as a tuple, read in chunks (any size of file).
+
+    A file that cannot be opened raises ``BadInput`` here, at the call."""
     try:
-        data = Path(path).read_bytes()
+        f = open(path, "rb")    # noqa: SIM115 -- the generator closes it
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except IsADirectoryError:
         raise BadInput(f"{path}: is a directory, not a capture file") from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) < 4:
-        raise BadInput(f"{path}: not a capture file ({len(data)} bytes)")
-    if data[:4] in _PCAP_MAGICS:
-        yield from _pcap_records(path, data)
-    elif struct.unpack("<I", data[:4])[0] == _PCAPNG_SHB:
-        yield from _pcapng_records(path, data)
-    else:
-        raise BadInput(f"{path}: not a pcap or pcapng file (starts with {data[:4].hex()})")
+    return _records(f.read1, str(path), f.close)   # read1: a FIFO delivers as it fills
 
 
-def _pcap_records(path: str | Path, data: bytes) -> Iterator[Record]:
-    endian, resolution = _PCAP_MAGICS[data[:4]]
-    if len(data) < 24:
-        raise TruncatedCapture(f"{path}: pcap header cut short ({len(data)} of 24 bytes)")
-    linktype = struct.unpack(endian + "I", data[20:24])[0] & 0x0FFFFFFF
-    record = struct.Struct(endian + "IIII")
-    offset, index, size = 24, 0, len(data)
-    while offset < size:
-        if offset + 16 > size:
+def iter_stream(read: Callable[[int], bytes], name: str) -> Iterator[RecordTuple]:
+    """Every record of a pcap or pcapng byte stream (a file, or tcpdump writing to a pipe).
+
+    ``read(n)`` returns up to n bytes, b"" at the end. Records are yielded as soon as they are
+    complete, so a live pipe is decoded as it arrives. Damage (not a capture, a record cut
+    short) raises ``BadInput``/``TruncatedCapture`` after every complete record before it.
+    """
+    return _records(read, name, None)
+
+
+def _records(read: Callable[[int], bytes], name: str,
+             close: Callable[[], None] | None) -> Iterator[RecordTuple]:
+    # One generator for the pcap loop (no `yield from` per record: this is the hot path).
+    try:
+        buf = b""
+        while len(buf) < 24:
+            try:
+                more = read(CHUNK)
+            except IsADirectoryError:
+                raise BadInput(f"{name}: is a directory, not a capture file") from None
+            if not more:
+                break
+            buf += more
+        if len(buf) < 4:
+            raise BadInput(f"{name}: not a capture file ({len(buf)} bytes)")
+        if buf[:4] not in _PCAP_MAGICS:
+            if struct.unpack("<I", buf[:4])[0] == _PCAPNG_SHB:
+                yield from _pcapng_stream(read, name, buf)
+                return
+            raise BadInput(f"{name}: not a pcap or pcapng file (starts with {buf[:4].hex()})")
+        endian, resolution = _PCAP_MAGICS[buf[:4]]
+        if len(buf) < 24:
+            raise TruncatedCapture(f"{name}: pcap header cut short ({len(buf)} of 24 bytes)")
+        linktype = struct.unpack(endian + "I", buf[20:24])[0] & 0x0FFFFFFF
+        header = struct.Struct(endian + "IIII").unpack_from
+        pos, size, index = 24, len(buf), 0
+        while True:
+            while pos + 16 <= size:
+                sec, frac, caplen, wirelen = header(buf, pos)
+                end = pos + 16 + caplen
+                if end > size:
+                    if caplen > _MAX_RECORD:
+                        raise BadInput(f"{name}: record {index + 1} claims {caplen} bytes; "
+                                       f"the {index} records before it were read")
+                    break
+                index += 1
+                yield index, sec + frac * resolution, linktype, buf[pos + 16:end], wirelen
+                pos = end
+            more = read(CHUNK)
+            if not more:
+                break
+            buf = buf[pos:] + more
+            pos, size = 0, len(buf)
+        if pos < size:
+            left = size - pos
+            if left < 16:
+                raise TruncatedCapture(
+                    f"{name}: record {index + 1} is cut short (header: {left} of 16 bytes); "
+                    f"the {index} records before it were read")
+            caplen = header(buf, pos)[2]
             raise TruncatedCapture(
-                f"{path}: record {index + 1} is cut short (header: {size - offset} of 16 bytes); "
+                f"{name}: record {index + 1} is cut short ({left - 16} of {caplen} bytes); "
                 f"the {index} records before it were read")
-        sec, frac, caplen, wirelen = record.unpack_from(data, offset)
-        offset += 16
-        if offset + caplen > size:
-            raise TruncatedCapture(
-                f"{path}: record {index + 1} is cut short ({size - offset} of {caplen} bytes); "
-                f"the {index} records before it were read")
-        index += 1
-        yield Record(index, sec + frac * resolution, linktype, data[offset:offset + caplen],
-                     wirelen)
-        offset += caplen
+    finally:
+        if close is not None:
+            close()
 
 
-def _pcapng_records(path: str | Path, data: bytes) -> Iterator[Record]:
+def _pcapng_stream(read: Callable[[int], bytes], name: str,
+                   buf: bytes) -> Iterator[RecordTuple]:
     endian = "<"
     interfaces: list[tuple[int, float]] = []   # (linktype, seconds per tick)
-    offset, index, size = 0, 0, len(data)
-    while offset < size:
-        if offset + 12 > size:
-            raise TruncatedCapture(f"{path}: block at byte {offset} is cut short; "
-                                   f"the {index} records before it were read")
-        btype = struct.unpack_from(endian + "I", data, offset)[0]
+    base, pos, size, index = 0, 0, len(buf), 0  # base: file offset of buf[0]
+    eof = False
+    while True:
+        if pos + 12 > size or pos + _block_len(buf, pos, endian, name) > size:
+            if eof:
+                break
+            more = read(CHUNK)
+            if not more:
+                eof = True
+            buf = buf[pos:] + more
+            base += pos
+            pos, size = 0, len(buf)
+            continue
+        btype = struct.unpack_from(endian + "I", buf, pos)[0]
         if btype == _PCAPNG_SHB:
-            magic = data[offset + 8:offset + 12]
-            endian = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">"
+            endian = "<" if buf[pos + 8:pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
             interfaces = []
-        blen = struct.unpack_from(endian + "I", data, offset + 4)[0]
+        blen = struct.unpack_from(endian + "I", buf, pos + 4)[0]
         if blen < 12 or blen % 4:
-            raise BadInput(f"{path}: block at byte {offset} has an impossible length {blen}")
-        if offset + blen > size:
-            raise TruncatedCapture(f"{path}: block at byte {offset} is cut short "
-                                   f"({size - offset} of {blen} bytes); the {index} records "
-                                   "before it were read")
-        body = data[offset + 8:offset + blen - 4]
+            raise BadInput(f"{name}: block at byte {base + pos} has an impossible length {blen}")
+        if pos + blen > size:       # the SHB just changed the byte order: read on
+            continue
+        body = buf[pos + 8:pos + blen - 4]
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
             interfaces.append((linktype, _tsresol(body[8:], endian)))
         elif btype == 6:  # Enhanced Packet Block
             iface, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body, 0)
             if iface >= len(interfaces):
-                raise BadInput(f"{path}: packet block names interface {iface}, never described")
+                raise BadInput(f"{name}: packet block names interface {iface}, never described")
             linktype, tick = interfaces[iface]
             index += 1
-            yield Record(index, ((ts_hi << 32) | ts_lo) * tick, linktype,
-                         bytes(body[20:20 + caplen]), wirelen)
+            yield index, ((ts_hi << 32) | ts_lo) * tick, linktype, body[20:20 + caplen], wirelen
         elif btype == 3:  # Simple Packet Block
             if not interfaces:
-                raise BadInput(f"{path}: packet block before any interface description")
+                raise BadInput(f"{name}: packet block before any interface description")
             wirelen = struct.unpack_from(endian + "I", body, 0)[0]
             index += 1
-            yield Record(index, 0.0, interfaces[0][0], bytes(body[4:4 + wirelen]), wirelen)
-        offset += blen
+            yield index, 0.0, interfaces[0][0], body[4:4 + wirelen], wirelen
+        pos += blen
+    if pos < size:
+        if size - pos < 12:
+            raise TruncatedCapture(f"{name}: block at byte {base + pos} is cut short; "
+                                   f"the {index} records before it were read")
+        blen = _block_len(buf, pos, endian, name)
+        raise TruncatedCapture(f"{name}: block at byte {base + pos} is cut short "
+                               f"({size - pos} of {blen} bytes); the {index} records "
+                               "before it were read")
+
+
+def _block_len(buf: bytes, pos: int, endian: str, name: str) -> int:
+    """A pcapng block's length (byte order from the block itself if it is a section header)."""
+    if struct.unpack_from("<I", buf, pos)[0] == _PCAPNG_SHB and len(buf) >= pos + 12:
+        endian = "<" if buf[pos + 8:pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+    blen = struct.unpack_from(endian + "I", buf, pos + 4)[0]
+    if blen > _MAX_RECORD:
+        raise BadInput(f"{name}: a block claims {blen} bytes: not a capture file")
+    return max(blen, 12)
 
 
 def _tsresol(options: bytes, endian: str) -> float:
@@ -163,3 +256,422 @@ def scapy_packet(record: Record):  # -> scapy.packet.Packet
     pkt = (cls or Raw)(record.data)
     pkt.time = record.time
     return pkt
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: what a sniffer captured, as a pcap file
+
+
+class PcapWriter:
+    """A microsecond pcap file, written record by record (``-w``). The file is created at
+    once (an unwritable path fails before any capture); its header, which names the link
+    type, goes out with the first record."""
+
+    def __init__(self, path: str | Path, snaplen: int = 262144) -> None:
+        self.path = str(path)
+        self.snaplen = snaplen
+        self.linktype: int | None = None
+        try:
+            self._file = open(path, "wb")   # noqa: SIM115 -- closed by close()
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot write: {exc.strerror}") from None
+        self._header = struct.Struct("<IIII").pack
+
+    def _put(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise BadInput(f"{self.path}: cannot write: {exc.strerror}") from None
+
+    def _start(self, linktype: int) -> None:
+        self.linktype = linktype
+        self._put(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, linktype))
+
+    def write(self, time: float, linktype: int, data: bytes, wirelen: int) -> None:
+        if self.linktype is None:
+            self._start(linktype)
+        elif linktype != self.linktype:
+            raise BadInput(f"{self.path}: a pcap holds one link type; the capture mixes "
+                           f"{self.linktype} and {linktype}")
+        sec = int(time)
+        usec = round((time - sec) * 1e6)
+        if usec >= 1_000_000:
+            sec, usec = sec + 1, usec - 1_000_000
+        self._put(self._header(sec, usec, len(data), wirelen) + data)
+
+    def close(self) -> None:
+        if self.linktype is None:           # nothing came: still a valid, empty capture
+            self._start(LINKTYPE_ETHERNET)
+        self._file.close()
+
+    def discard(self) -> None:
+        """Close and remove the file (the capture never started)."""
+        self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filtering a file with a BPF expression (libpcap's compiler, as tcpdump uses it)
+
+
+class _BpfProgram(ctypes.Structure):
+    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+
+class _PcapPkthdr(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
+                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
+
+
+_PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
+
+
+def _libpcap() -> ctypes.CDLL:
+    name = ctypes.util.find_library("pcap")
+    if name is None:
+        raise MissingTool("libpcap not found (to compile the filter): install the Debian "
+                          "package libpcap0.8")
+    lib = ctypes.CDLL(name)
+    lib.pcap_open_dead.restype = ctypes.c_void_p
+    lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_BpfProgram), ctypes.c_char_p,
+                                 ctypes.c_int, ctypes.c_uint32]
+    lib.pcap_geterr.restype = ctypes.c_char_p
+    lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+    lib.pcap_close.argtypes = [ctypes.c_void_p]
+    lib.pcap_offline_filter.argtypes = [ctypes.POINTER(_BpfProgram),
+                                        ctypes.POINTER(_PcapPkthdr), ctypes.c_char_p]
+    return lib
+
+
+class BpfFilter:
+    """A tcpdump filter expression applied to records read from a file (compiled per link type).
+
+    A live capture leaves filtering to the kernel (tcpdump attaches the same program there).
+    """
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self._lib = _libpcap()
+        self._programs: dict[int, _BpfProgram] = {}
+        self._hdr = _PcapPkthdr()
+        self.program(LINKTYPE_ETHERNET)      # a syntax error shows before any record is read
+
+    def program(self, linktype: int) -> _BpfProgram:
+        prog = self._programs.get(linktype)
+        if prog is None:
+            prog = _BpfProgram()
+            handle = self._lib.pcap_open_dead(linktype, 262144)
+            try:
+                if self._lib.pcap_compile(handle, ctypes.byref(prog), self.expression.encode(),
+                                          1, _PCAP_NETMASK_UNKNOWN) != 0:
+                    why = self._lib.pcap_geterr(handle).decode(errors="replace")
+                    raise LabError(f"bad filter {self.expression!r}: {why}", ExitStatus.USAGE)
+            finally:
+                self._lib.pcap_close(handle)
+            self._programs[linktype] = prog
+        return prog
+
+    def matches(self, linktype: int, data: bytes, wirelen: int) -> bool:
+        hdr = self._hdr
+        hdr.caplen, hdr.len = len(data), wirelen
+        return self._lib.pcap_offline_filter(ctypes.byref(self.program(linktype)),
+                                             ctypes.byref(hdr), data) != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Live capture: tcpdump (libpcap on a TPACKET_V3 ring) writing pcap into a pipe we decode
+
+
+CLONE_NEWNET = 0x40000000
+_CAP_NET_RAW, _CAP_SYS_ADMIN = 13, 21
+
+
+@dataclass
+class LiveStats:
+    """tcpdump's end-of-capture counters (None when it did not print them)."""
+
+    captured: int | None = None
+    received: int | None = None
+    dropped_by_kernel: int | None = None
+    dropped_by_interface: int | None = None
+
+    @property
+    def unread(self) -> int:
+        """Packets the kernel accepted but tcpdump had not read when it was stopped."""
+        if None in (self.captured, self.received, self.dropped_by_kernel):
+            return 0
+        return max(0, self.received - self.captured - self.dropped_by_kernel)  # type: ignore
+
+    def line(self, count: int = 0) -> str:
+        """The counters in words; after -c COUNT, what the ring still held is no news."""
+        unread = None if count and (self.captured or 0) >= count else self.unread or None
+        parts = [f"{value} {what}" for value, what in (
+            (self.captured, "packets captured"), (self.received, "received by filter"),
+            (self.dropped_by_kernel, "dropped by kernel"),
+            (self.dropped_by_interface, "dropped by interface"),
+            (unread, "left unread in the ring at the stop")) if value is not None]
+        return ", ".join(parts) or "no statistics from tcpdump"
+
+
+_STAT_LINES = {"packets captured": "captured", "packets received by filter": "received",
+               "packets dropped by kernel": "dropped_by_kernel",
+               "packets dropped by interface": "dropped_by_interface"}
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return -1 if os.geteuid() == 0 else 0
+
+
+def netns_path(netns: str) -> str:
+    """A namespace name (as `ip netns` lists it) or a path (/proc/PID/ns/net) as a path."""
+    return netns if "/" in netns else os.path.join("/run/netns", netns)
+
+
+def _in_netns(netns_fd: int | None, fn: Callable[[], T]) -> T:
+    """fn() on a thread that first enters the namespace open at netns_fd (setns changes only
+    the calling thread's namespace; a process it forks starts in it). This process's own
+    threads never move."""
+    if netns_fd is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            if _libc().setns(netns_fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns: {os.strerror(err)}")
+            box["value"] = fn()
+        except BaseException as exc:        # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=body, name="mptcplab-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _interface_exists(iface: str) -> bool:
+    try:
+        socket.if_nametoindex(iface)
+    except OSError:
+        return False
+    return True
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+class LiveCapture:
+    """tcpdump capturing on an interface (optionally inside a named network namespace), its pcap
+    output read from a pipe as it comes (``records()``), stopped by PID (``stop()``).
+
+    tcpdump runs in its own session, so a Ctrl-C reaches only this process, which then decodes
+    what is still in the ring and the pipe, stops tcpdump by its PID, and reads the kernel's
+    drop counter from tcpdump's statistics.
+    """
+
+    DRAIN_LIMIT = 2.0       # seconds a stop request waits for the backlog to be decoded
+    QUIET = 0.1             # an empty pipe for this long: the backlog is decoded
+
+    def __init__(self, iface: str, *, netns: str | None = None, bpf: str = "",
+                 snaplen: int = 262144, count: int = 0, buffer_kib: int = 65536,
+                 packet_buffered: bool = True) -> None:
+        self.iface, self.netns, self.bpf = iface, netns, bpf
+        self.snaplen, self.count, self.buffer_kib = snaplen, count, buffer_kib
+        self.packet_buffered = packet_buffered  # each packet through the pipe as it comes
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stats: LiveStats | None = None
+        self.stderr = ""
+        self.where = iface + (f" in {netns}" if netns else "")
+        self._stop_at: float | None = None
+        self._interrupted = False
+
+    def argv(self) -> list[str]:
+        # Immediate mode: each packet leaves the ring as it comes (without it, a stop loses the
+        # block the kernel has not handed over yet). -U: a write per packet (for people
+        # watching); without it tcpdump writes in buffer-sized chunks, far fewer system calls.
+        argv = ["tcpdump", "-i", self.iface, "-w", "-", "--immediate-mode", "-n",
+                "-B", str(self.buffer_kib), "-s", str(self.snaplen)]
+        if self.packet_buffered:
+            argv.insert(5, "-U")
+        if self.count:
+            argv += ["-c", str(self.count)]
+        if self.bpf:
+            argv += ["--", self.bpf]
+        return argv
+
+    def start(self) -> Self:
+        tcpdump = shutil.which("tcpdump")
+        if tcpdump is None:
+            raise MissingTool("tcpdump not found: install the Debian package tcpdump")
+        caps = _effective_caps()
+        if caps != -1 and not caps >> _CAP_NET_RAW & 1:
+            raise NotRoot("a live capture needs root (CAP_NET_RAW); "
+                          "without it, read a file with -r")
+        netns_fd = None
+        if self.netns:
+            if caps != -1 and not caps >> _CAP_SYS_ADMIN & 1:
+                raise NotRoot(f"capturing in namespace {self.netns} needs root (CAP_SYS_ADMIN)")
+            try:
+                netns_fd = os.open(netns_path(self.netns), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise BadInput(f"no network namespace {self.netns!r} "
+                               "(see `ip netns list`)") from None
+            except OSError as exc:
+                raise BadInput(f"network namespace {self.netns}: {exc.strerror}") from None
+        try:
+            if self.iface != "any" and not _in_netns(
+                    netns_fd, lambda: _interface_exists(self.iface)):
+                raise BadInput(f"no interface {self.where}")
+            try:
+                self.proc = _in_netns(netns_fd, lambda: subprocess.Popen(
+                    [tcpdump, *self.argv()[1:]], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
+            except OSError as exc:
+                raise NotRoot(f"cannot enter network namespace {self.netns}: "
+                              f"{exc.strerror}") from None
+        finally:
+            if netns_fd is not None:
+                os.close(netns_fd)
+        assert self.proc.stdout is not None
+        with contextlib.suppress(OSError):      # a bigger pipe rides out decoder hiccups
+            fcntl.fcntl(self.proc.stdout.fileno(), 1031, 1 << 20)   # F_SETPIPE_SZ
+        self._wait_listening()
+        return self
+
+    def _wait_listening(self, timeout: float = 10.0) -> None:
+        """Return once tcpdump says it is listening (the ring and filter are in place), so
+        nothing sent after start() is missed; raise its complaint if it stops instead."""
+        assert self.proc is not None and self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while b"listening on" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop()
+                raise LabError(f"tcpdump on {self.where} did not start within {timeout:g} s")
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.stderr = buf.decode(errors="replace")
+                self.stop()
+                raise self._failure()
+            buf += chunk
+        self.stderr = buf.decode(errors="replace")
+
+    def records(self, idle: Callable[[], None] | None = None) -> Iterator[RecordTuple]:
+        """The captured records, as tcpdump delivers them; ``idle()`` is called whenever the
+        pipe is momentarily empty (flush output then).
+
+        After ``request_stop()`` the records already captured are still delivered: tcpdump is
+        stopped once the pipe has stayed empty for ``QUIET`` seconds (the ring's backlog is
+        decoded), or after ``DRAIN_LIMIT`` seconds if traffic keeps coming faster than it is
+        decoded.
+        """
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+
+        def read(n: int) -> bytes:
+            while True:
+                if self._stop_at is not None and not self._interrupted and (
+                        time.monotonic() - self._stop_at > self.DRAIN_LIMIT
+                        or not select.select([fd], [], [], self.QUIET)[0]):
+                    self.interrupt()       # tcpdump writes what it holds and exits: EOF
+                if select.select([fd], [], [], 0)[0]:
+                    return os.read(fd, n)
+                if idle is not None:
+                    idle()
+                if select.select([fd], [], [], 0.25)[0]:   # a stop request is seen within
+                    return os.read(fd, n)                   # a quarter of a second
+
+        try:
+            yield from iter_stream(read, f"tcpdump on {self.where}")
+        except BadInput:
+            self.stop()
+            raise self._failure() from None
+
+    def _failure(self) -> LabError:
+        """tcpdump's own complaint, as the lab's error."""
+        lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()
+                 and not ln.startswith(("listening on", "tcpdump: listening"))
+                 and not any(ln.endswith(k) for k in _STAT_LINES)]
+        why = " | ".join(lines[-2:]) or f"tcpdump exited with {self.proc.returncode if self.proc else '?'}"
+        low = why.lower()
+        if "no such device" in low or "doesn't exist" in low:
+            return BadInput(f"no interface {self.where}")
+        if "permission" in low or "not permitted" in low:
+            return NotRoot(f"capturing on {self.where}: {why}")
+        if "syntax error" in low or "can't parse filter" in low or "filter expression" in low:
+            return LabError(f"bad filter {self.bpf!r}: {why}", ExitStatus.USAGE)
+        return LabError(f"tcpdump on {self.where} failed: {why}")
+
+    def request_stop(self) -> None:
+        """Finish after the packets already captured (safe in a signal handler)."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+
+    def interrupt(self) -> None:
+        """Ask tcpdump to finish now: it flushes and prints its stats."""
+        self._interrupted = True
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+
+    def stop(self, timeout: float = 5.0) -> LiveStats:
+        """Stop tcpdump (if still running) and return its counters."""
+        if self.stats is not None:
+            return self.stats
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        self.interrupt()
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError):      # unblock a tcpdump stuck on a full pipe
+            while time.monotonic() < deadline:
+                ready = select.select([proc.stdout], [], [], 0.1)[0]
+                if ready and not os.read(proc.stdout.fileno(), CHUNK):
+                    break
+                if not ready and proc.poll() is not None:
+                    break
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.stderr += proc.stderr.read().decode(errors="replace")
+        proc.stdout.close()
+        proc.stderr.close()
+        stats = LiveStats()
+        for line in self.stderr.splitlines():
+            number, _, what = line.strip().partition(" ")
+            if number.isdigit() and what in _STAT_LINES:
+                setattr(stats, _STAT_LINES[what], int(number))
+        self.stats = stats
+        return stats
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.stop()

@@ -247,6 +247,10 @@ def _ip_offset(data: bytes, linktype: int) -> int:
     return -1
 
 
+# Public names for the sniffer's fast path, which reads the same headers the same way.
+TCP_FLAG_LETTERS = _TCP_LETTERS
+ip_offset = _ip_offset
+
 _IPV6_EXTENSIONS = (0, 43, 60)   # hop-by-hop, routing, destination options
 
 

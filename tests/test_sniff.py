@@ -1,0 +1,370 @@
+"""`mptcplab sniff` as a user meets it: every capture read without error, the --json contract,
+the summary, -w/-c/FILTER, and one-line errors with meaningful exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mptcplab.cli import main
+from mptcplab.errors import ExitStatus
+from mptcplab.sniff import json_time
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+SHARED = HERE.parents[1] / "shared" / "captures"
+OWN = sorted(DATA.glob("kernel-*.pcap"))
+OTHERS = sorted(SHARED.glob("*.pcap*")) if SHARED.is_dir() else []
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(),
+                                  reason=f"{SHARED} is absent (captures of other stacks)")
+IS_ROOT = os.geteuid() == 0
+
+
+def sniff(*args: str) -> tuple[int, str, str]:
+    """Run `mptcplab sniff ARGS` in this process: exit code, stdout, stderr (UTF-8 streams,
+    as a terminal would have)."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["sniff", *args])
+        except SystemExit as exc:        # argparse
+            code = int(exc.code or 0)
+    out.flush()
+    err.flush()
+    return (code, out.buffer.getvalue().decode(),       # type: ignore[attr-defined]
+            err.buffer.getvalue().decode())              # type: ignore[attr-defined]
+
+
+_RUNS: dict[tuple[str, ...], tuple[int, str, str]] = {}
+
+
+def cached(*args: str) -> tuple[int, str, str]:
+    if args not in _RUNS:
+        _RUNS[args] = sniff(*args)
+    return _RUNS[args]
+
+
+def json_lines(path: Path, *extra: str) -> list[dict[str, Any]]:
+    code, out, err = cached("-r", str(path), "--json", *extra)
+    assert code == 0 and err == "", err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every capture, every output
+
+
+@pytest.mark.parametrize("path", OWN + OTHERS, ids=lambda p: p.name)
+def test_every_capture_reads_without_error_in_each_output(path: Path) -> None:
+    code, text, err = cached("-r", str(path))
+    assert (code, err) == (0, "")
+    packets = json_lines(path)
+    # one text line per MPTCP packet (frame number first), then the summary
+    frames = [int(line.split()[0]) for line in text.splitlines()
+              if line[:7].strip().isdigit() and "|" in line]
+    assert frames == [p["frame"] for p in packets]
+    assert "with MPTCP options" in text.splitlines()[-1] or "handshake" in text
+    code, summary, _ = cached("-r", str(path), "--json", "--summary")
+    assert code == 0
+    (line,) = summary.splitlines()
+    assert json.loads(line)["mptcp_packets"] == len(packets)
+
+
+def test_shared_captures_are_there_or_skipped() -> None:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent: only the lab's own captures were sniffed")
+    assert len(OTHERS) == 9
+
+
+# The contract's field names, per option subtype (besides subtype and length).
+CONTRACT = {
+    "MP_CAPABLE": {"version", "flags", "sender_key", "receiver_key", "data_level_len",
+                   "checksum", "checksum_valid"},
+    "MP_JOIN": {"backup", "addr_id", "token", "nonce", "truncated_hmac", "hmac", "hmac_valid"},
+    "DSS": {"data_ack", "dsn", "ssn", "data_level_len", "checksum", "data_fin",
+            "checksum_valid"},
+    "ADD_ADDR": {"echo", "addr_id", "addr", "port", "hmac", "hmac_valid"},
+    "REMOVE_ADDR": {"addr_ids"},
+    "MP_PRIO": {"backup", "addr_id"},
+    "MP_FAIL": {"dsn"},
+    "MP_FASTCLOSE": {"receiver_key"},
+    "MP_TCPRST": {"flags", "reason", "reason_name"},
+}
+INTEGERS = {"sender_key", "receiver_key", "token", "nonce", "truncated_hmac", "data_ack", "dsn",
+            "ssn", "data_level_len", "checksum", "addr_id", "length", "reason"}
+PACKET_KEYS = ["type", "frame", "time", "src", "sport", "dst", "dport", "tcp_flags", "seq",
+               "ack", "payload_len", "connection", "subflow", "options"]
+
+
+@pytest.mark.parametrize("path", OWN + OTHERS, ids=lambda p: p.name)
+def test_json_lines_follow_the_contract(path: Path) -> None:
+    packets = json_lines(path)
+    assert packets
+    frames = [p["frame"] for p in packets]
+    assert frames == sorted(set(frames)) and frames[0] >= 1
+    seen_conns: list[int] = []
+    seen_subs: dict[int, list[int]] = {}
+    for p in packets:
+        assert list(p) == PACKET_KEYS
+        assert p["type"] == "packet" and p["options"]
+        for key in ("frame", "sport", "dport", "seq", "ack", "payload_len"):
+            assert type(p[key]) is int, (key, p)
+        assert isinstance(p["time"], float) and isinstance(p["tcp_flags"], str)
+        assert set(p["tcp_flags"]) <= set("FSRPAUECN")
+        for opt in p["options"]:
+            fields = set(opt) - {"subtype", "length"}
+            if opt.get("malformed"):
+                assert fields == {"malformed", "raw"}
+                bytes.fromhex(opt["raw"])
+                continue
+            assert opt["subtype"] in CONTRACT or opt["subtype"] in (
+                "MP_EXPERIMENTAL", "UNKNOWN"), opt
+            assert fields <= CONTRACT.get(opt["subtype"], fields), opt
+            for key in fields & INTEGERS:
+                if opt[key] is not None:
+                    assert type(opt[key]) is int, (key, opt)
+            for key in fields:
+                if key.endswith("_valid"):
+                    assert opt[key] in (True, False, None)
+            if "hmac" in fields and opt["subtype"] == "MP_JOIN":
+                assert len(bytes.fromhex(opt["hmac"])) == 20
+        # numbering: 1-based, in order of first appearance
+        conn, sub = p["connection"], p["subflow"]
+        assert (conn is None) == (sub is None)
+        if conn is not None:
+            if conn not in seen_conns:
+                assert conn == len(seen_conns) + 1
+                seen_conns.append(conn)
+                seen_subs[conn] = []
+            if sub not in seen_subs[conn]:
+                assert sub == len(seen_subs[conn]) + 1
+                seen_subs[conn].append(sub)
+
+
+@pytest.mark.parametrize("path", OWN + OTHERS, ids=lambda p: p.name)
+def test_json_summary_follows_the_contract(path: Path) -> None:
+    _, out, _ = cached("-r", str(path), "--json", "--summary")
+    summary = json.loads(out)
+    assert list(summary) == ["type", "packets", "mptcp_packets", "connections"]
+    assert summary["type"] == "summary" and summary["packets"] >= summary["mptcp_packets"]
+    for n, conn in enumerate(summary["connections"], start=1):
+        assert list(conn) == ["connection", "version", "client_key", "server_key",
+                              "client_token", "server_token", "client_idsn", "server_idsn",
+                              "checksum", "fallback", "subflows"]
+        assert conn["connection"] == n
+        for key in ("client_key", "server_key", "client_token", "server_token",
+                    "client_idsn", "server_idsn", "version"):
+            assert conn[key] is None or type(conn[key]) is int
+        assert type(conn["checksum"]) is bool and type(conn["fallback"]) is bool
+        for m, sub in enumerate(conn["subflows"], start=1):
+            assert list(sub) == ["subflow", "src", "sport", "dst", "dport", "backup",
+                                 "bytes_to_server", "bytes_to_client"]
+            assert sub["subflow"] == m and type(sub["backup"]) is bool
+            assert type(sub["bytes_to_server"]) is int and type(sub["bytes_to_client"]) is int
+
+
+@needs_shared
+def test_json_subflow_numbers_follow_the_iperf_joins() -> None:
+    packets = json_lines(SHARED / "iperf-mptcp-0-0.pcap")
+    by_flow = {}
+    for p in packets:
+        by_flow.setdefault((p["src"], p["sport"], p["dst"], p["dport"]), set()).add(
+            (p["connection"], p["subflow"]))
+    # each direction of each TCP connection carries one (connection, subflow) label
+    assert all(len(labels) == 1 for labels in by_flow.values())
+    assert {lab for labels in by_flow.values() for lab in labels} == {(1, 1), (1, 2), (1, 3),
+                                                                      (1, 4)}
+    syns = [p for p in packets if p["tcp_flags"] == "S"]
+    assert [(p["frame"], p["subflow"]) for p in syns][:4] == [(5, 1), (24, 2), (26, 3), (27, 4)]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a person reads
+
+
+def test_text_lines_show_numbers_relative_dsns_and_verdicts() -> None:
+    _, out, _ = cached("-r", str(DATA / "kernel-v1-csum.pcap"))
+    lines = out.splitlines()
+    join_ack = next(line for line in lines if "MP_JOIN ACK" in line)
+    assert " c1 s2 " in join_ack and join_ack.endswith("✓")
+    add_addr = next(line for line in lines if "ADD_ADDR id=2" in line)
+    assert add_addr.endswith("✓")
+    # the client's first DSS mapping after the 3000 bytes of MP_CAPABLE data: DSN 3001
+    first_dss = next(line for line in lines if " dsn " in line and "> 10.0.1.2:5001" in line)
+    assert " dsn 3001 ssn 3001 " in first_dss and first_dss.endswith("✓")
+    mp_capable_data = next(line for line in lines if "ACK+data+csum" in line)
+    assert mp_capable_data.endswith("✓")
+
+
+def test_summary_table_lists_keys_tokens_subflows_and_signals() -> None:
+    _, out, _ = cached("-r", str(DATA / "kernel-v1-pm.pcap"), "--summary")
+    summary = json.loads(cached("-r", str(DATA / "kernel-v1-pm.pcap"), "--json",
+                                "--summary")[1])
+    conn = summary["connections"][0]
+    assert f"{conn['client_key']:#018x}" in out and f"{conn['server_token']:#010x}" in out
+    assert "id 2 10.0.2.2:10100 by server ✓" in out      # ADD_ADDR, HMAC verified
+    assert "ids 2 by server" in out                       # REMOVE_ADDR
+    assert "MP_FASTCLOSE" in out and "Unspecified error" in out
+    rows = [line.split() for line in out.splitlines() if "MP_JOIN" in line]
+    assert rows and rows[0][:2] == ["1", "2"] and "yes" in rows[0]     # backup subflow
+    assert out.splitlines()[-1].startswith("21 packets, 20 with MPTCP options; 1 connection, "
+                                           "2 subflows; HMACs 3 ✓ 0 ✗ 0 ?")
+
+
+@needs_shared
+def test_summary_counts_the_invalid_add_addr_hmac() -> None:
+    _, out, _ = cached("-r", str(SHARED / "mptcp-aa-v1.pcap"), "--summary")
+    assert "id 1 192.168.136.225 by server ✗" in out
+    assert "HMACs 0 ✓ 1 ✗ 0 ?" in out.splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# -w, -c, FILTER
+
+
+def test_write_count_and_filter_on_a_file(tmp_path: Path) -> None:
+    src = DATA / "kernel-v1-join.pcap"
+    out_file = tmp_path / "second.pcap"
+    code, out, err = sniff("-r", str(src), "--json", "-w", str(out_file), "host", "10.0.2.2")
+    assert (code, err) == (0, "")
+    filtered = [json.loads(x) for x in out.splitlines()]
+    assert filtered and all("10.0.2.2" in (p["src"], p["dst"]) for p in filtered)
+    # frames keep their numbers in the file read; the join alone is a connection by token
+    assert filtered[0]["frame"] > 1 and {p["connection"] for p in filtered} == {1}
+    again = json_lines(out_file)
+    assert [p["options"] for p in again] == [p["options"] for p in filtered]
+    assert [p["frame"] for p in again] == list(range(1, len(filtered) + 1))
+    if shutil.which("tcpdump"):
+        listed = subprocess.run(["tcpdump", "-nr", str(out_file)], capture_output=True,
+                                text=True, check=True)
+        assert len(listed.stdout.splitlines()) == len(filtered)
+    code, out, _ = sniff("-r", str(src), "--json", "-c", "3")
+    assert [json.loads(x)["frame"] for x in out.splitlines()] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, a meaningful exit code
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mptcplab: error: ")
+    return lines[0]
+
+
+def test_garbage_missing_and_directory(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pcap"
+    garbage.write_bytes(b"this is not a capture at all\n" * 10)
+    for target, words in ((garbage, "not a pcap or pcapng file"),
+                          (tmp_path / "missing.pcap", "no such file"),
+                          (tmp_path, "is a directory")):
+        code, out, err = sniff("-r", str(target))
+        assert code == ExitStatus.BAD_INPUT and out == ""
+        assert words in one_error_line(err)
+
+
+@needs_shared
+def test_truncated_file_shows_everything_before_the_damage(tmp_path: Path) -> None:
+    whole = (SHARED / "mptcp-v0.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(whole[:30000])
+    code, out, err = sniff("-r", str(cut), "--json")
+    assert code == ExitStatus.BAD_INPUT
+    assert "record 193 is cut short" in one_error_line(err)
+    frames = [json.loads(x)["frame"] for x in out.splitlines()]
+    assert frames == list(range(1, 193))
+    code, out, err = sniff("-r", str(cut))
+    assert code == ExitStatus.BAD_INPUT and "cut short" in one_error_line(err)
+    assert out.splitlines()[-1].startswith("192 packets, 192 with MPTCP options")
+
+
+def test_usage_errors() -> None:
+    code, _, err = sniff("-r", str(DATA / "kernel-v1-pm.pcap"), "tcp", "port")
+    assert code == ExitStatus.USAGE and "bad filter" in one_error_line(err)
+    code, _, err = sniff("-r", str(DATA / "kernel-v1-pm.pcap"), "-n", "somewhere")
+    assert code == ExitStatus.USAGE and "-n" in one_error_line(err)
+    code, _, err = sniff()
+    assert code == ExitStatus.USAGE and "interface" in one_error_line(err)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: without it the privilege check answers first")
+def test_unknown_interface_and_namespace() -> None:
+    code, out, err = sniff("mptl-nosuch0", "-c", "1")
+    assert code == ExitStatus.BAD_INPUT and out == ""
+    assert "no interface mptl-nosuch0" in one_error_line(err)
+    code, out, err = sniff("lo", "-n", "mptl-nosuch-ns", "-c", "1")
+    assert code == ExitStatus.BAD_INPUT and "no network namespace" in one_error_line(err)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_live_capture_without_privileges_is_refused_in_one_line() -> None:
+    """Run as a process without capabilities (root's are dropped with setpriv: uid 0 keeps
+    its files readable, but CAP_NET_RAW is gone as for any other user)."""
+    drop = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"] \
+        if IS_ROOT else []
+    proc = subprocess.run([*drop, sys.executable, "-m", "mptcplab.cli", "sniff", "lo", "-c", "1"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == ExitStatus.NOT_ROOT and proc.stdout == ""
+    assert "needs root" in one_error_line(proc.stderr)
+    # reading a file needs no privilege
+    proc = subprocess.run([*drop, sys.executable, "-m", "mptcplab.cli", "sniff", "-r",
+                           str(DATA / "kernel-v1-pm.pcap"), "--json", "--summary"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["packets"] == 21
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.floats(0, 2**40, allow_nan=False),
+                 st.builds(lambda s, us: s + us * 1e-6, st.integers(0, 2**33),
+                           st.integers(0, 999_999)),
+                 st.builds(lambda s, ns: s + ns * 1e-9, st.integers(0, 2**32),
+                           st.integers(0, 999_999_999))))
+def test_fast_time_text_is_what_json_writes_for_the_rounded_time(t: float) -> None:
+    """The fast path writes "time" itself; it must read exactly as the reference path's."""
+    assert json_time(t) == json.dumps(round(t, 6))
+
+
+def test_ctrl_c_while_reading_prints_the_summary_and_exits_130(tmp_path: Path) -> None:
+    """Interrupted while the capture is still arriving (a FIFO): what was read is
+    summarized, the exit code says it was interrupted."""
+    import signal
+    import time
+
+    fifo = tmp_path / "pipe.pcap"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "mptcplab.cli", "sniff", "-r", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    whole = (DATA / "kernel-v1-join.pcap").read_bytes()
+    with fifo.open("wb") as writer:          # returns once the sniffer has opened the FIFO
+        writer.write(whole[:2000])           # the header and the first records
+        writer.flush()
+        time.sleep(1.0)                      # it decodes them, then waits for more
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == ExitStatus.INTERRUPTED, err
+    last = out.splitlines()[-1]
+    assert last.endswith("DSS checksums 0 ✓ 0 ✗ 0 ?") and "packets, " in last
+    assert " c1 s1 " in out and "MP_CAPABLE" in out
+
+
+def test_unwritable_output_fails_before_reading_and_leaves_nothing(tmp_path: Path) -> None:
+    code, out, err = sniff("-r", str(DATA / "kernel-v1-pm.pcap"), "-w",
+                           str(tmp_path / "no" / "such" / "dir.pcap"))
+    assert code == ExitStatus.BAD_INPUT and out == ""
+    assert "cannot write" in one_error_line(err)
+    code, _, err = sniff("-r", str(tmp_path / "missing.pcap"), "-w", str(tmp_path / "w.pcap"))
+    assert code == ExitStatus.BAD_INPUT and "no such file" in one_error_line(err)
+    assert not (tmp_path / "w.pcap").exists()
