@@ -326,10 +326,14 @@ class LabHost:
         return self._pm
 
     def capture(self, iface: str, path: str | os.PathLike[str], filter: str = "",
-                snaplen: int = 0) -> Capture:
+                snaplen: int = 0, buffer_kib: int | None = None) -> Capture:
         """Capture on `iface` (or "any") to a pcap file with tcpdump; use as a context manager
-        or call .stop(). Returns once tcpdump is listening."""
-        cap = Capture(self, iface, os.fspath(path), filter, snaplen)
+        or call .stop(). Returns once tcpdump is listening.
+
+        `snaplen` 0 keeps whole packets (up to a 64 KiB GSO segment). tcpdump runs in
+        immediate mode, whose ring holds `buffer_kib` / `snaplen` frames: the default buffer
+        leaves room for about a thousand."""
+        cap = Capture(self, iface, os.fspath(path), filter, snaplen, buffer_kib)
         cap.start()
         return cap
 
@@ -403,12 +407,18 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         os._exit(code & 0xFF)
 
 
+FULL_SNAPLEN = 65600    # a whole GSO super-segment with its headers
+
+
 class Capture:
     """A tcpdump writing a pcap in a node's namespace."""
 
-    def __init__(self, host: LabHost, iface: str, path: str, filter: str, snaplen: int) -> None:
+    def __init__(self, host: LabHost, iface: str, path: str, filter: str, snaplen: int,
+                 buffer_kib: int | None = None) -> None:
+        snaplen = snaplen or FULL_SNAPLEN
         self.host, self.iface, self.path, self.filter, self.snaplen = (
             host, iface, path, filter, snaplen)
+        self.buffer_kib = buffer_kib or max(8192, snaplen)
         self.proc: subprocess.Popen[bytes] | None = None
         self.packets: int | None = None
         self.stderr = ""
@@ -416,8 +426,8 @@ class Capture:
     def start(self) -> None:
         if shutil.which("tcpdump") is None:
             raise MissingTool("tcpdump not found: install the Debian package tcpdump")
-        argv = ["tcpdump", "-i", self.iface, "-w", self.path, "-U", "--immediate-mode", "-n", "-Z", "root",
-                "-s", str(self.snaplen)]
+        argv = ["tcpdump", "-i", self.iface, "-w", self.path, "-U", "--immediate-mode", "-n",
+                "-Z", "root", "-s", str(self.snaplen), "-B", str(self.buffer_kib)]
         if self.filter:
             argv += shlex.split(self.filter)
         self.proc = self.host.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -445,6 +455,7 @@ class Capture:
         if self.proc is None or self.packets is not None:
             return self.packets
         if self.proc.poll() is None:
+            self._settle()
             _killpg(self.proc.pid, signal.SIGINT)
         try:
             _, err = self.proc.communicate(timeout=10)
@@ -456,6 +467,22 @@ class Capture:
             if line.endswith("packets captured"):
                 self.packets = int(line.split()[0])
         return self.packets
+
+    def _settle(self, quiet: float = 0.1, limit: float = 2.0) -> None:
+        """Let tcpdump write what the kernel already handed it: on SIGINT it exits without
+        draining its ring, so packets of the last milliseconds would be lost. Waits until the
+        file stops growing for `quiet` seconds (at most `limit`)."""
+        deadline = time.monotonic() + limit
+        size = -1
+        while time.monotonic() < deadline:
+            try:
+                now = os.path.getsize(self.path)
+            except OSError:
+                return
+            if now == size:
+                return
+            size = now
+            time.sleep(quiet)
 
     def __enter__(self) -> Self:
         return self

@@ -58,10 +58,10 @@ _running: weakref.WeakSet[Lab] = weakref.WeakSet()
 _netem: bool | None = None
 
 
-def _write_sysctls(values: dict[str, str]) -> None:
+def _write_sysctls(values: dict[str, object]) -> None:
     for rel, value in values.items():
         with open(f"/proc/sys/{rel}", "w") as f:
-            f.write(value)
+            f.write(str(value))
 
 
 def _new_ns_setup(sysctls: dict[str, str]) -> socket.socket:
