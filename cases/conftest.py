@@ -1,0 +1,179 @@
+"""pytest plumbing of the conformance cases: feature skips (failures under MPTCPLAB_STRICT=1),
+the `case` fixture (artifacts, evidence on failure), the RFC section as a JUnit property, and
+the summary table at the end of the run.
+
+Each case builds its own Lab (fresh namespaces, random id), so cases run side by side under
+pytest-xdist (`pytest -n 2 cases/`). Nothing here keeps state across cases but the summary rows,
+kept in the pytest config's stash.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # `import support` from the cases
+
+from support import ARTIFACTS_ENV, STRICT_ENV, Case, probe, rfc_section, strict
+
+from mptcplab.topo.lifecycle import all_states
+
+KEEP_ENV = "MPTCPLAB_KEEP_ARTIFACTS"     # =1: keep the captures of passing cases too
+
+RFC_PROPERTY = "rfc8684_section"
+_OUTCOME = pytest.StashKey[dict[str, pytest.TestReport]]()
+_CASE = pytest.StashKey[Case]()
+
+
+@dataclass
+class Row:
+    case: str
+    rfc: str
+    result: str
+    seconds: float
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*features): skip (fail under "
+                            f"{STRICT_ENV}=1) when a tool, sysctl or MIB counter is missing")
+    config.pluginmanager.register(Summary(config), "mptcplab-cases-summary")
+
+
+def artifacts_root(config: pytest.Config) -> Path:
+    env = os.environ.get(ARTIFACTS_ENV)
+    return Path(env) if env else Path(config.rootpath) / "cases-artifacts"
+
+
+def _dir_name(item: pytest.Item) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", item.name).strip("-")
+
+
+# -- feature probes and the RFC property -----------------------------------------------------
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        doc = getattr(getattr(item, "function", None), "__doc__", None)
+        item.user_properties.append((RFC_PROPERTY, rfc_section(doc)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    features = ["root"]
+    for mark in item.iter_markers("needs"):
+        features.extend(mark.args)
+    missing = [r for r in (probe(f) for f in dict.fromkeys(features)) if r]
+    if missing:
+        pytest.skip("; ".join(missing))
+
+
+# -- the case fixture --------------------------------------------------------------------------
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Iterator[Case]:
+    """The running case: `case.capture(host, iface)`, `case.note(title, text)`."""
+    item = request.node
+    path = artifacts_root(request.config) / _dir_name(item)
+    shutil.rmtree(path, ignore_errors=True)          # a previous run's files of this case
+    c = Case(item.name, path)
+    item.stash[_CASE] = c
+    yield c
+    for pcap in c.pcaps:
+        pcap.close()
+    left = [f"{st.id} ({st.topology})" for st in all_states()
+            if st.pid == os.getpid() and not st.detached]
+    if left:   # a Lab opened without `with`: the interpreter's exit would remove it, too late
+        pytest.fail(f"the case left labs running: {', '.join(left)}; use `with Lab(...)`")
+    reports = item.stash.get(_OUTCOME, {})
+    kept = any(r.failed or hasattr(r, "wasxfail") for r in reports.values()) \
+        or os.environ.get(KEEP_ENV, "") not in ("", "0")
+    if not kept:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    rep: pytest.TestReport = outcome.get_result()
+    if rep.skipped and not hasattr(rep, "wasxfail") and strict():
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"{STRICT_ENV}=1 turns this skip into a failure: {reason}"
+    item.stash.setdefault(_OUTCOME, {})[rep.when] = rep
+    c = item.stash.get(_CASE, None)
+    if c is not None and (rep.failed or hasattr(rep, "wasxfail")) and rep.when == "call":
+        evidence = c.evidence()
+        if evidence:
+            rep.sections.append(("mptcplab evidence", evidence))
+        if c.dir.exists():
+            rep.sections.append(("mptcplab artifacts", f"kept in {c.dir}"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and strict():
+        rep.outcome = "failed"
+        rep.longrepr = f"{STRICT_ENV}=1 turns this skip into a failure: {rep.longrepr}"
+
+
+# -- the summary table ---------------------------------------------------------------------------
+
+def _result(rep: pytest.TestReport) -> str:
+    if hasattr(rep, "wasxfail"):
+        return "kernel deviation" if rep.skipped else "FAILED (XPASS: deviation gone?)"
+    if rep.failed:
+        return "FAILED"
+    if rep.skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        return "skipped: " + (reason if len(reason) <= 60 else reason[:57] + "...")
+    return "passed"
+
+
+class Summary:
+    """Collects one row per case from the reports (on the xdist controller too) and prints
+    the table at the end of the run."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        here = Path(__file__).resolve().parent
+        self.prefix = os.path.relpath(here, config.rootpath).replace(os.sep, "/") + "/"
+        self.rows: dict[str, Row] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not report.nodeid.startswith(self.prefix):
+            return
+        name = report.nodeid[len(self.prefix):]
+        rfc = dict(report.user_properties).get(RFC_PROPERTY, "")
+        row = self.rows.setdefault(report.nodeid, Row(name, rfc, "passed", 0.0))
+        row.rfc = row.rfc or rfc
+        row.seconds += report.duration
+        if report.when == "call" or not report.passed:
+            result = _result(report)
+            if not (row.result.startswith("FAILED") and result == "passed"):
+                row.result = result
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.rows:
+            return
+        from tabulate import tabulate
+
+        rows = sorted(self.rows.values(), key=lambda r: r.case)
+        table = tabulate([(r.case, r.rfc and f"§{r.rfc}", r.result, f"{r.seconds:.2f}")
+                          for r in rows], headers=("case", "RFC 8684", "result", "seconds"))
+        tr = terminalreporter
+        tr.section("mptcplab conformance cases")
+        tr.write_line(table)
+        count = {k: sum(r.result.startswith(k) for r in rows)
+                 for k in ("passed", "kernel deviation", "FAILED", "skipped")}
+        tr.write_line(f"{len(rows)} cases: {count['passed']} passed, {count['kernel deviation']}"
+                      f" kernel deviations, {count['FAILED']} failed, {count['skipped']} skipped;"
+                      f" artifacts of failures and deviations under "
+                      f"{artifacts_root(self.config)}")
