@@ -32,7 +32,7 @@ SCAPY_SAMPLE = 20_000
 
 def _option_bytes(records: list) -> list[bytes]:
     """The kind-30 option bytes of each frame, cut out ahead of the timed loop."""
-    from mptcplab.layers.tcp_hook import option_spans
+    from mptcplab.wire import option_spans
 
     out = []
     for rec in records:

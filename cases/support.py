@@ -38,7 +38,7 @@ import pytest
 
 from mptcplab import crypto
 from mptcplab.decode import Segment, decode_file
-from mptcplab.layers.describe import describe
+from mptcplab.describe import describe
 from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Capture, Counters, LabHost
 
 STRICT_ENV = "MPTCPLAB_STRICT"

@@ -615,7 +615,8 @@ class LiveCapture:
         lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()
                  and not ln.startswith(("listening on", "tcpdump: listening"))
                  and not any(ln.endswith(k) for k in _STAT_LINES)]
-        why = " | ".join(lines[-2:]) or f"tcpdump exited with {self.proc.returncode if self.proc else '?'}"
+        code = self.proc.returncode if self.proc else "?"
+        why = " | ".join(lines[-2:]) or f"tcpdump exited with {code}"
         low = why.lower()
         if "no such device" in low or "doesn't exist" in low:
             return BadInput(f"no interface {self.where}")

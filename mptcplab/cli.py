@@ -30,7 +30,8 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
         return out
 
     def addresses(node: dict) -> str:
-        return "  ".join(f"{ifname} {' '.join(addrs)}" for ifname, addrs in node["interfaces"].items())
+        return "  ".join(f"{ifname} {' '.join(addrs)}"
+                         for ifname, addrs in node["interfaces"].items())
 
     def topo_up(args: argparse.Namespace) -> int:
         from mptcplab.topo import Lab, catalogue

@@ -28,18 +28,17 @@ from mptcplab.capture import (
     read_records,
     scapy_packet,
 )
-from mptcplab.layers import (
+from mptcplab.wire import (
     CAPABLE_FLAGS,
     DSS_FLAGS,
     MPTCP_KIND,
     SUBTYPE_NAMES,
     TCPRST_FLAGS,
     TCPRST_REASONS,
+    flag_letters,
     malformed_reason,
-    mptcp_options,
+    option_spans,
 )
-from mptcplab.layers.describe import flag_letters
-from mptcplab.layers.tcp_hook import option_spans
 
 
 @dataclass(slots=True)
@@ -74,6 +73,8 @@ def segment_from_scapy(pkt: Any, frame: int) -> Segment | None:
     """The TCP segment in a Scapy packet, or None when it holds no TCP."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
+
+    from mptcplab.layers import mptcp_options
 
     tcp = pkt.getlayer(TCP)
     if tcp is None:

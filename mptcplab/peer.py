@@ -44,7 +44,7 @@ from mptcplab.layers import (
     MPTCPOption,
 )
 from mptcplab.layers import craft
-from mptcplab.layers.describe import describe
+from mptcplab.describe import describe
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

@@ -7,8 +7,8 @@ from typing import Any
 
 from mptcplab.analysis import SIDE_NAMES, Annotated, Tracker
 from mptcplab.decode import Segment
-from mptcplab.layers.describe import describe
-from mptcplab.layers.describe import endpoint as describe_endpoint
+from mptcplab.describe import describe
+from mptcplab.describe import endpoint as describe_endpoint
 
 
 def _endpoint(addr: str, port: int) -> str:
@@ -186,7 +186,8 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
     cv, ci, cu = tracker.checksums.as_tuple()
     nsub = sum(len(c.subflows) for c in tracker.connections)
     out.append(f"{tracker.packets} packets, {tracker.mptcp_packets} with MPTCP options; "
-               f"{len(tracker.connections)} connection{'s' if len(tracker.connections) != 1 else ''}"
+               f"{len(tracker.connections)} "
+               f"connection{'s' if len(tracker.connections) != 1 else ''}"
                f", {nsub} subflow{'s' if nsub != 1 else ''}; "
                f"HMACs {hv} {marks[0]} {hi} {marks[1]} {hu} {marks[2]}; "
                f"DSS checksums {cv} {marks[0]} {ci} {marks[1]} {cu} {marks[2]}")

@@ -44,7 +44,7 @@ from mptcplab.capture import (
 )
 from mptcplab.decode import TCP_FLAG_LETTERS, ip_offset, segment_from_frame
 from mptcplab.errors import ExitStatus, LabError
-from mptcplab.layers import dss_length
+from mptcplab.wire import dss_length
 from mptcplab.report import (
     ASCII_MARKS,
     UNICODE_MARKS,

@@ -78,3 +78,15 @@ def test_non_tcp_and_short_frames_are_none() -> None:
     udp = bytes(IP(src="10.0.0.1", dst="10.0.0.2", proto=17) / (b"\0" * 8))
     assert segment_from_frame(udp, LINKTYPE_RAW, 1, 0.0) is None
     assert segment_from_frame(b"\xff" * 60, LINKTYPE_ETHERNET, 1, 0.0) is None
+
+
+def test_the_sniffer_starts_without_loading_scapy() -> None:
+    """The fast path needs only the wire format: Scapy's ~0.3 s import stays out of the
+    sniffer's start-up (it counts against every short capture)."""
+    import subprocess
+    import sys
+
+    code = "import sys, mptcplab.sniff, mptcplab.decode; print('scapy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

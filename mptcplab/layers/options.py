@@ -33,61 +33,18 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
-from mptcplab.layers.describe import CAPABLE_STAGES, JOIN_STAGES, describe, flag_letters
-
-MPTCP_KIND = 30
-
-SUBTYPE_NAMES: dict[int, str] = {
-    0x0: "MP_CAPABLE",
-    0x1: "MP_JOIN",
-    0x2: "DSS",
-    0x3: "ADD_ADDR",
-    0x4: "REMOVE_ADDR",
-    0x5: "MP_PRIO",
-    0x6: "MP_FAIL",
-    0x7: "MP_FASTCLOSE",
-    0x8: "MP_TCPRST",
-    0xF: "MP_EXPERIMENTAL",
-}
-
-# RFC 8684 section 3.6, the MP_TCPRST reason codes.
-TCPRST_REASONS: dict[int, str] = {
-    0x00: "Unspecified error",
-    0x01: "MPTCP-specific error",
-    0x02: "Lack of resources",
-    0x03: "Administratively prohibited",
-    0x04: "Too much outstanding data",
-    0x05: "Unacceptable performance",
-    0x06: "Middlebox interference",
-}
-
-# Flag letters, least significant bit first (Scapy's FlagsField order). Strings, not lists:
-# Scapy then accepts flags="AH" as well as the integer.
-CAPABLE_FLAGS = "HGFEDCBA"
-DSS_FLAGS = "AaMmF"
-TCPRST_FLAGS = "TWVU"
-
-# The lengths each variant may have, from the RFC figures.
-CAPABLE_LENGTHS = (4, 12, 20, 22, 24)
-CAPABLE_V0_LENGTHS = (12, 20)                                     # RFC 6824
-JOIN_LENGTHS = (12, 16, 24)
-ADD_ADDR_V1_LENGTHS = {0: (16, 18, 28, 30), 1: (8, 10, 20, 22)}   # by the E flag
-ADD_ADDR_V0_LENGTHS = {4: (8, 10), 6: (20, 22)}                   # by IPVer
-
-
-def dss_length(flags: int, with_checksum: bool = False) -> int:
-    """Length of a DSS option with these flags (bit 0 A, 1 a, 2 M, 3 m, 4 F)."""
-    length = 4
-    if flags & 0x01:
-        length += 8 if flags & 0x02 else 4
-    if flags & 0x04:
-        length += (8 if flags & 0x08 else 4) + 4 + 2 + (2 if with_checksum else 0)
-    return length
-
-
-def _fmt_flags(value: int, names: str) -> str:
-    return flag_letters(value, names) or "none"
-
+from mptcplab import wire
+from mptcplab.describe import CAPABLE_STAGES, JOIN_STAGES, describe
+from mptcplab.wire import (
+    CAPABLE_FLAGS,
+    DSS_FLAGS,
+    MPTCP_KIND,
+    SUBTYPE_NAMES,
+    TCPRST_FLAGS,
+    TCPRST_REASONS,
+    dss_length,
+    flag_letters,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Fields
@@ -213,10 +170,7 @@ class MPTCPOption(Packet):
 
     # -- helpers shared by the subclasses ------------------------------------------------------
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        """Why ``raw`` (exactly the declared length) cannot be this option, or None."""
-        return None
+    variant: ClassVar[str | None] = None   # the format's name in mptcplab.wire.SHAPES
 
     def auto_length(self) -> int:
         """The length the given fields call for (used when ``length`` is unset)."""
@@ -249,17 +203,11 @@ class MPTCPOption(Packet):
         return describe(self.as_dict())
 
 
-
-def _declared_length(raw: bytes) -> int:
-    return raw[1] if len(raw) >= 2 else 0
-
-
 def _class_for(raw: bytes) -> type[MPTCPOption]:
     """The class the subtype nibble names (RFC 6824's ADD_ADDR by its IPVer nibble)."""
-    sub = raw[2] >> 4
-    if sub == 0x3 and (raw[2] & 0x0F) in ADD_ADDR_V0_LENGTHS:
+    if wire.variant(raw) == "ADD_ADDR_V0":
         return MPAddAddrV0
-    return MPTCPOption.registry.get(sub, MPUnknown)
+    return MPTCPOption.registry.get(raw[2] >> 4, MPUnknown)
 
 
 def classify(raw: bytes, wanted: type[Packet] = MPTCPOption) -> type[Packet]:
@@ -272,30 +220,10 @@ def classify(raw: bytes, wanted: type[Packet] = MPTCPOption) -> type[Packet]:
 
 
 def malformed_reason(raw: bytes, wanted: type[Packet] = MPTCPOption) -> str | None:
-    """Why these bytes are not a well-formed MPTCP option, or None when they are.
-
-    The one shape check: the layers' dispatch and the fast decoder both use it.
-    """
-    if len(raw) < 3:
-        return f"{len(raw)}-byte option is too short for kind, length and subtype"
-    if raw[0] != MPTCP_KIND:
-        return f"kind {raw[0]} is not MPTCP ({MPTCP_KIND})"
-    declared = raw[1]
-    if declared < 3:
-        return f"length {declared} is too short for an MPTCP option"
-    if declared > len(raw):
-        return f"length {declared} but only {len(raw)} bytes present"
-    raw = raw[:declared]
-    if wanted is MPTCPOption or not issubclass(wanted, MPTCPOption):
-        cls = _class_for(raw)
-    else:
-        cls = wanted
-        if cls.subtype_id is not None and raw[2] >> 4 != cls.subtype_id:
-            return f"subtype {raw[2] >> 4} is not {SUBTYPE_NAMES[cls.subtype_id]}"
-    reason = cls.shape_error(raw)
-    if reason is not None:
-        return f"{SUBTYPE_NAMES.get(raw[2] >> 4, 'UNKNOWN')}: {reason}"
-    return None
+    """Why these bytes are not a well-formed MPTCP option (as ``wanted``, if a subtype class
+    is given), or None when they are: ``mptcplab.wire.malformed_reason``."""
+    expected = getattr(wanted, "variant", None) if wanted is not MPTCPOption else None
+    return wire.malformed_reason(raw, expected)
 
 
 def _header(subtype: int) -> list[Field[Any, Any]]:
@@ -345,6 +273,7 @@ class MPCapable(MPTCPOption):
     """
 
     name = "MP_CAPABLE"
+    variant = "MP_CAPABLE"
     subtype_id = 0x0
     fields_desc = _header(0x0) + [
         BitField("version", 1, 4),
@@ -357,14 +286,6 @@ class MPCapable(MPTCPOption):
                          lambda p: _capable_len(p) >= 24),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        version = raw[2] & 0x0F
-        allowed = CAPABLE_V0_LENGTHS if version == 0 else CAPABLE_LENGTHS
-        if len(raw) not in allowed:
-            return (f"length {len(raw)} is none of {', '.join(map(str, allowed))} "
-                    f"for version {version}")
-        return None
 
     def auto_length(self) -> int:
         return _capable_len(self)
@@ -389,7 +310,6 @@ class MPCapable(MPTCPOption):
         if length >= 24:
             out["checksum"] = self.checksum
         return out
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,6 +366,7 @@ class MPJoin(MPTCPOption):
     """
 
     name = "MP_JOIN"
+    variant = "MP_JOIN"
     subtype_id = 0x1
     fields_desc = _header(0x1) + [
         ConditionalField(BitField("reserved", 0, 3), lambda p: _join_len(p) != 24),
@@ -459,11 +380,6 @@ class MPJoin(MPTCPOption):
         ConditionalField(XStrFixedLenField("hmac", b"\x00" * 20, 20), lambda p: _join_len(p) == 24),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        if len(raw) not in JOIN_LENGTHS:
-            return f"length {len(raw)} is none of 12 (SYN), 16 (SYN-ACK), 24 (ACK)"
-        return None
 
     def auto_length(self) -> int:
         return _join_len(self)
@@ -487,7 +403,6 @@ class MPJoin(MPTCPOption):
         if length == 24:
             out["hmac"] = bytes(self.hmac).hex()
         return out
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +462,7 @@ class MPDSS(MPTCPOption):
     """
 
     name = "DSS"
+    variant = "DSS"
     subtype_id = 0x2
     fields_desc = _header(0x2) + [
         BitField("reserved", 0, 7),
@@ -561,17 +477,6 @@ class MPDSS(MPTCPOption):
         ConditionalField(_HexUIntField("checksum", 0, lambda p: 2), _dss_has_checksum),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        if len(raw) < 4:
-            return f"length {len(raw)} leaves no room for the flags"
-        flags = raw[3] & 0x1F
-        allowed = {dss_length(flags), dss_length(flags, True)} if flags & 0x04 \
-            else {dss_length(flags)}
-        if len(raw) not in allowed:
-            want = " or ".join(map(str, sorted(allowed)))
-            return f"length {len(raw)} does not match flags {_fmt_flags(flags, DSS_FLAGS)} ({want})"
-        return None
 
     def auto_length(self) -> int:
         return dss_length(_dss_flags(self), _dss_has_checksum(self))
@@ -596,7 +501,6 @@ class MPDSS(MPTCPOption):
                 out["checksum"] = self.checksum
         out["data_fin"] = bool(flags & 0x10)
         return out
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,6 +548,7 @@ class MPAddAddr(MPTCPOption):
     """
 
     name = "ADD_ADDR"
+    variant = "ADD_ADDR"
     subtype_id = 0x3
     fields_desc = _header(0x3) + [
         BitField("reserved", 0, 3),
@@ -654,14 +559,6 @@ class MPAddAddr(MPTCPOption):
         ConditionalField(_KeyField("hmac"), lambda p: not _add_addr_echo(p)),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        echo = raw[2] & 0x1
-        allowed = ADD_ADDR_V1_LENGTHS[echo]
-        if len(raw) not in allowed:
-            kind = "echo" if echo else "announcement"
-            return f"length {len(raw)} is none of {', '.join(map(str, allowed))} for an {kind}"
-        return None
 
     @property
     def echo(self) -> bool:
@@ -674,7 +571,6 @@ class MPAddAddr(MPTCPOption):
                                "port": self.port if _add_addr_has_port(self) else None}
         out["hmac"] = None if self.echo else self.hmac
         return out
-
 
 
 def _v0_ipver(pkt: Packet) -> int:
@@ -707,6 +603,7 @@ class MPAddAddrV0(MPAddAddr):
     """
 
     name = "ADD_ADDR (v0)"
+    variant = "ADD_ADDR_V0"
     subtype_id = None
     fields_desc = _header(0x3) + [
         _IPVerField("ipver", None, 4),
@@ -715,13 +612,6 @@ class MPAddAddrV0(MPAddAddr):
         ConditionalField(_UIntField("port", 0, lambda p: 2), _add_addr_has_port),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        ipver = raw[2] & 0x0F
-        allowed = ADD_ADDR_V0_LENGTHS.get(ipver, ())
-        if len(raw) not in allowed:
-            return f"length {len(raw)} does not fit IPVer {ipver}"
-        return None
 
     @property
     def echo(self) -> bool:
@@ -732,7 +622,6 @@ class MPAddAddrV0(MPAddAddr):
                 "ipver": _v0_ipver(self), "echo": False, "addr_id": self.addr_id,
                 "addr": str(self.addr),
                 "port": self.port if _add_addr_has_port(self) else None, "hmac": None}
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,6 +642,7 @@ class MPRemoveAddr(MPTCPOption):
     """
 
     name = "REMOVE_ADDR"
+    variant = "REMOVE_ADDR"
     subtype_id = 0x4
     fields_desc = _header(0x4) + [
         BitField("reserved", 0, 4),
@@ -760,16 +650,10 @@ class MPRemoveAddr(MPTCPOption):
                        length_from=lambda p: (p.length or 3) - 3),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        if len(raw) < 4:
-            return "no address ID"
-        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {"subtype": "REMOVE_ADDR", "length": self.effective_length(),
                 "addr_ids": list(self.addr_ids)}
-
 
 
 def _prio_has_id(pkt: Packet) -> bool:
@@ -792,6 +676,7 @@ class MPPrio(MPTCPOption):
     """
 
     name = "MP_PRIO"
+    variant = "MP_PRIO"
     subtype_id = 0x5
     fields_desc = _header(0x5) + [
         BitField("reserved", 0, 3),
@@ -799,17 +684,11 @@ class MPPrio(MPTCPOption):
         ConditionalField(ByteField("addr_id", 0), _prio_has_id),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        if len(raw) not in (3, 4):
-            return f"length {len(raw)} is neither 3 nor 4"
-        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {"subtype": "MP_PRIO", "length": self.effective_length(),
                 "backup": bool(int(self.flags) & 1),
                 "addr_id": self.addr_id if _prio_has_id(self) else None}
-
 
 
 class MPFail(MPTCPOption):
@@ -829,16 +708,13 @@ class MPFail(MPTCPOption):
     """
 
     name = "MP_FAIL"
+    variant = "MP_FAIL"
     subtype_id = 0x6
     fields_desc = _header(0x6) + [BitField("reserved", 0, 12), _KeyField("dsn")]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        return None if len(raw) == 12 else f"length {len(raw)} is not 12"
 
     def as_dict(self) -> dict[str, Any]:
         return {"subtype": "MP_FAIL", "length": self.effective_length(), "dsn": self.dsn}
-
 
 
 class MPFastclose(MPTCPOption):
@@ -858,17 +734,14 @@ class MPFastclose(MPTCPOption):
     """
 
     name = "MP_FASTCLOSE"
+    variant = "MP_FASTCLOSE"
     subtype_id = 0x7
     fields_desc = _header(0x7) + [BitField("reserved", 0, 12), _KeyField("receiver_key")]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        return None if len(raw) == 12 else f"length {len(raw)} is not 12"
 
     def as_dict(self) -> dict[str, Any]:
         return {"subtype": "MP_FASTCLOSE", "length": self.effective_length(),
                 "receiver_key": self.receiver_key}
-
 
 
 class MPTcpRst(MPTCPOption):
@@ -886,15 +759,13 @@ class MPTcpRst(MPTCPOption):
     """
 
     name = "MP_TCPRST"
+    variant = "MP_TCPRST"
     subtype_id = 0x8
     fields_desc = _header(0x8) + [
         FlagsField("flags", 0, 4, TCPRST_FLAGS),
         ByteEnumField("reason", 0, TCPRST_REASONS),
     ]
 
-    @classmethod
-    def shape_error(cls, raw: bytes) -> str | None:
-        return None if len(raw) == 4 else f"length {len(raw)} is not 4"
 
     @property
     def reason_name(self) -> str:
@@ -904,7 +775,6 @@ class MPTcpRst(MPTCPOption):
         return {"subtype": "MP_TCPRST", "length": self.effective_length(),
                 "flags": flag_letters(int(self.flags), TCPRST_FLAGS), "reason": self.reason,
                 "reason_name": self.reason_name}
-
 
 
 class MPExperimental(MPTCPOption):
@@ -918,6 +788,7 @@ class MPExperimental(MPTCPOption):
     """
 
     name = "MP_EXPERIMENTAL"
+    variant = "MP_EXPERIMENTAL"
     subtype_id = 0xF
     fields_desc = _header(0xF) + [
         BitField("nibble", 0, 4),
@@ -929,11 +800,11 @@ class MPExperimental(MPTCPOption):
                 "nibble": self.nibble, "data": bytes(self.data).hex()}
 
 
-
 class MPUnknown(MPTCPOption):
     """An MPTCP option of a subtype no RFC assigns (9..14): kept as it came, byte for byte."""
 
     name = "MPTCP unknown subtype"
+    variant = "UNKNOWN"
     fields_desc = _header(0x9) + [
         BitField("nibble", 0, 4),
         StrLenField("data", b"", length_from=lambda p: (p.length or 3) - 3),
@@ -943,7 +814,6 @@ class MPUnknown(MPTCPOption):
         length = self.effective_length()
         return {"subtype": "UNKNOWN", "length": length, "subtype_id": self.subtype,
                 "raw": bytes(self)[:length].hex()}
-
 
 
 class MPMalformed(MPTCPOption):

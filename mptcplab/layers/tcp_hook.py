@@ -23,28 +23,10 @@ from scapy.layers import inet
 from scapy.packet import Packet
 
 from mptcplab.layers.options import MPTCP_KIND, MPTCPOption
+from mptcplab.wire import option_spans
 
 OPTION_NAME = "MPTCP"
 _MARK = "_mptcplab_mptcp_hook"
-
-
-def option_spans(x: bytes) -> list[bytes]:
-    """The bytes of each option in ``x``, walked the way Scapy's ``m2i`` walks them."""
-    spans: list[bytes] = []
-    while x:
-        kind = x[0]
-        if kind == 0:
-            spans.append(x[:1])
-            break
-        if kind == 1:
-            spans.append(x[:1])
-            x = x[1:]
-            continue
-        olen = x[1] if len(x) > 1 else 0
-        step = max(olen, 2)
-        spans.append(x[:step])
-        x = x[step:]
-    return spans
 
 
 def _is_layer(value: Any) -> bool:

@@ -9,16 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mptcplab.wire import flag_letters
+
+__all__ = ["CAPABLE_STAGES", "JOIN_STAGES", "describe", "endpoint", "flag_letters"]
+
 CAPABLE_STAGES = {4: "SYN", 12: "SYN/SYN-ACK", 20: "ACK", 22: "ACK+data", 24: "ACK+data+csum"}
 JOIN_STAGES = {12: "SYN", 16: "SYN-ACK", 24: "ACK"}
-
-
-def flag_letters(value: int, names: str) -> str:
-    """Set flags as letters, most significant first ("AH"), as the RFC figures order them.
-
-    ``names`` lists the letters least significant bit first (Scapy's FlagsField order).
-    """
-    return "".join(name for bit, name in reversed(list(enumerate(names))) if value >> bit & 1)
 
 
 def endpoint(addr: str, port: int | None) -> str:
