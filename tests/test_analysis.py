@@ -23,13 +23,8 @@ from mptcplab.capture import (
 )
 from mptcplab.sniff import JsonEmitter, TextEmitter, pump
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
-SHARED = HERE.parents[1] / "shared" / "captures"
-OWN = sorted(DATA.glob("kernel-*.pcap"))
-OTHERS = sorted(SHARED.glob("*.pcap*")) if SHARED.is_dir() else []
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(),
-                                  reason=f"{SHARED} is absent (captures of other stacks)")
+from capture_paths import DATA, OTHERS, OWN, SHARED, needs_shared
+
 
 
 def track(path: Path | str, fast: bool = True) -> Tracker:

@@ -15,10 +15,9 @@ from mptcplab.capture import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from mptcplab.decode import decode_file, decode_option, segment_from_frame, segment_from_scapy
 from mptcplab.layers import MPTCPOption
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "captures"
-CAPTURES = sorted(HERE.glob("data/*.pcap")) + (
-    sorted(SHARED.glob("*.pcap*")) if SHARED.is_dir() else [])
+from capture_paths import OTHERS, OWN, SHARED
+
+CAPTURES = OWN + OTHERS
 
 
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
@@ -34,7 +33,7 @@ def test_fast_path_equals_reference_on_every_capture(path: Path) -> None:
 def test_shared_captures_are_there_or_skipped() -> None:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent: only the lab's own captures were cross-checked")
-    assert len([p for p in CAPTURES if p.parent == SHARED]) == 9
+    assert len(OTHERS) == 9
 
 
 @settings(max_examples=600, deadline=None)

@@ -21,13 +21,8 @@ from mptcplab.cli import main
 from mptcplab.errors import ExitStatus
 from mptcplab.sniff import json_time
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
-SHARED = HERE.parents[1] / "shared" / "captures"
-OWN = sorted(DATA.glob("kernel-*.pcap"))
-OTHERS = sorted(SHARED.glob("*.pcap*")) if SHARED.is_dir() else []
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(),
-                                  reason=f"{SHARED} is absent (captures of other stacks)")
+from capture_paths import DATA, OTHERS, OWN, SHARED, needs_shared
+
 IS_ROOT = os.geteuid() == 0
 
 
