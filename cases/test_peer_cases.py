@@ -358,3 +358,20 @@ def test_data_fin_ends_the_stream_and_is_acknowledged() -> None:
             assert read_exactly(conn, 10) == b"last words"
             assert conn.recv(10) == b""
             case.peer.expect("DSS", where=lambda s, o: o.get("data_ack") == (fin_dsn + 1) % 2**64)
+
+
+def test_mp_fail_on_a_single_subflow_turns_the_kernel_to_an_infinite_mapping() -> None:
+    """RFC 8684 3.7: on a connection with one subflow, the receiver of an MP_FAIL answers
+    with MP_FAIL and falls back: its next data carries an infinite mapping (data-level length
+    0), and the data keeps flowing."""
+    with peer_facing_kernel(kernel_mptcp={"checksum_enabled": 1}, checksum=True) as case:
+        with connected(case) as conn:
+            conn.sendall(b"k" * 3000)
+            assert case.peer.recv(3000) == b"k" * 3000
+            case.peer.mp_fail(case.peer.rcv_base)
+            case.peer.expect("MP_FAIL")
+            conn.sendall(b"z" * 2000)
+            assert case.peer.recv(5000)[3000:] == b"z" * 2000
+            _, infinite = case.peer.expect("DSS", where=lambda s, o: s.payload_len > 0)
+            assert infinite["data_level_len"] == 0, infinite
+        case.counters().expect(MPTcpExtMPFailRx=1, MPTcpExtInfiniteMapTx=1)

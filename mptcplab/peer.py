@@ -465,7 +465,7 @@ class MptcpPeer:
                 self._react(seg, sf)
                 with self._lock:
                     self._arrived.notify_all()
-        except BaseException as exc:   # noqa: BLE001 - surfaced to the case by expect()
+        except BaseException as exc:   # surfaced to the case by expect() and _failure()
             self.error = exc
 
     def _react(self, seg: Segment, sf: Subflow | None) -> None:
