@@ -156,7 +156,9 @@ class MptcpPeer:
         self._cursor = 0
         self._listeners: set[int] = set()
         self._accepted: queue.Queue[Subflow] = queue.Queue()
-        self._ports = iter(range(*self._port_block()))
+        # 100 source ports of our own, so two peers in one namespace never share one
+        self._base_port = PORT_RANGE[0] + 100 * random.randrange(10)
+        self._ports = iter(range(self._base_port, self._base_port + 100))
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._tx4 = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -172,11 +174,6 @@ class MptcpPeer:
         self._thread.start()
 
     # -- set-up and teardown ---------------------------------------------------------------
-
-    def _port_block(self) -> tuple[int, int]:
-        """100 source ports of our own, so two peers in one namespace never share one."""
-        self._base_port = PORT_RANGE[0] + 100 * random.randrange(10)
-        return self._base_port, self._base_port + 100
 
     def _ruleset(self) -> str:
         lo, hi = self._base_port, self._base_port + 99
