@@ -31,9 +31,12 @@ def a_flag(segments, length):
     return {"A" in o["flags"] for _, o in find_options(segments, "MP_CAPABLE", length=length)}
 
 
+@pytest.mark.parametrize("client_addr, server_addr", [("10.0.1.1", SERVER),
+                                                       ("dead:beef:1::1", "dead:beef:2::1")],
+                         ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("client_csum, server_csum", [(0, 0), (1, 0), (0, 1), (1, 1)],
                          ids=["neither", "client", "server", "both"])
-def test_checksum_negotiation(case, client_csum, server_csum):
+def test_checksum_negotiation(case, client_csum, server_csum, client_addr, server_addr):
     """checksum_enabled on the client (A in its SYN) and on the server (A in its SYN-ACK):
     the ACK carries the outcome, and DSS checksums are used both ways iff either side asked;
     every checksum verifies over the captured bytes. RFC 8684 §3.1, §3.3.1."""
@@ -45,7 +48,7 @@ def test_checksum_negotiation(case, client_csum, server_csum):
         client, server = lab["client"], lab["server"]
         cap = case.capture(client, "eth0", filter="tcp port 5000", snaplen=FULL)
         before = {n: lab[n].counters() for n in ("client", "server")}
-        got = transfer(client, server, SERVER, upload=UP, download=DOWN)
+        got = transfer(client, server, server_addr, upload=UP, download=DOWN)
         for name in ("client", "server"):
             expect_counters(lab[name], before[name], MPTcpExtDataCsumErr=0,
                             MPTcpExtDssFallback=0)
@@ -55,7 +58,7 @@ def test_checksum_negotiation(case, client_csum, server_csum):
     assert a_flag(segs, 12) == {bool(server_csum)}                # SYN-ACK: the server's
     assert a_flag(segs, 20) == {either}                           # ACK: the outcome
     for direction in ("client", "server"):
-        src = SERVER if direction == "server" else "10.0.1.1"
+        src = server_addr if direction == "server" else client_addr
         maps = [o for s, o in find_options(segs, "DSS") if s.src == src and "dsn" in o]
         assert maps, f"no DSS mapping from the {direction}"
         assert {"checksum" in o for o in maps} == {either}, f"checksums from the {direction}"
