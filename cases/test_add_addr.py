@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
@@ -62,6 +63,37 @@ def test_add_addr_hmac_and_echo(case, family):
     assert echo_seg.dst == dst
     assert (echo["addr_id"], echo["addr"], echo["port"], echo["hmac"]) == \
         (ann["addr_id"], ann["addr"], ann["port"], None)
+
+
+def test_add_addr_with_port_is_signed_over_the_port_and_joined_there(case):
+    """An endpoint announced with a port: the HMAC covers the port, the echo repeats it, and
+    the client's MP_JOIN goes to that port (the kernel listens there for the connection).
+    RFC 8684 §3.4.1."""
+    topo = announcing()
+    server = topo.nodes["server"]
+    (endpoint,) = server.endpoints
+    server.endpoints = [dataclasses.replace(endpoint, port=10100)]
+    with Lab(topo) as lab:
+        client, server = lab["client"], lab["server"]
+        cap = case.capture(client, "any", filter="tcp")
+        before = {n: lab[n].counters() for n in ("client", "server")}
+        with connect(client, server, "10.0.1.2") as conn:
+            wait_counter(client, before["client"], "MPTcpExtMPJoinSynAckRx")
+            assert conn.upload(pattern(10_000)) == pattern(10_000)
+            expect_counters(client, before["client"], MPTcpExtAddAddr=1,
+                            MPTcpExtAddAddrDrop=0, MPTcpExtMPJoinSynTx=1)
+            segs = cap.segments()
+    client_key, server_key = mptcp_keys(segs)
+    (_, ann), = find_options(segs, "ADD_ADDR", echo=False)
+    assert (ann["addr"], ann["port"]) == ("10.0.2.2", 10100)
+    assert ann["hmac"] == crypto.add_addr_hmac(server_key, client_key, ann["addr_id"],
+                                               "10.0.2.2", 10100)
+    assert ann["hmac"] != crypto.add_addr_hmac(server_key, client_key, ann["addr_id"],
+                                               "10.0.2.2", None)
+    (_, echo), = find_options(segs, "ADD_ADDR", echo=True)
+    assert echo["port"] == 10100
+    (syn, _), = find_options(segs, "MP_JOIN", length=12)
+    assert (syn.dst, syn.dport) == ("10.0.2.2", 10100)
 
 
 @needs("nft")
