@@ -161,6 +161,10 @@ def _records(read: Callable[[int], bytes], name: str,
             close()
 
 
+# The fixed part of each packet-bearing block's body: IDB, EPB, SPB.
+_PCAPNG_MIN_BODY = {1: 8, 6: 20, 3: 4}
+
+
 def _pcapng_stream(read: Callable[[int], bytes], name: str,
                    buf: bytes) -> Iterator[RecordTuple]:
     endian = "<"
@@ -188,6 +192,9 @@ def _pcapng_stream(read: Callable[[int], bytes], name: str,
         if pos + blen > size:       # the SHB just changed the byte order: read on
             continue
         body = buf[pos + 8:pos + blen - 4]
+        if len(body) < _PCAPNG_MIN_BODY.get(btype, 0):
+            raise BadInput(f"{name}: block at byte {base + pos} (type {btype}) is too short "
+                           f"for its type ({blen} bytes)")
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
             interfaces.append((linktype, _tsresol(body[8:], endian)))
@@ -240,7 +247,8 @@ def _tsresol(options: bytes, endian: str) -> float:
 
 
 def scapy_packet(record: Record):  # -> scapy.packet.Packet
-    """The record as a Scapy packet of its link type (raw bytes if the type is unknown)."""
+    """The record as a Scapy packet of its link type (raw bytes if the type is unknown, or if
+    Scapy cannot dissect a frame too short for its own headers)."""
     from scapy.config import conf
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
@@ -253,7 +261,13 @@ def scapy_packet(record: Record):  # -> scapy.packet.Packet
     cls = known.get(record.linktype) or conf.l2types.get(record.linktype)
     if cls is None and record.linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         cls = IPv6 if record.data[:1] and record.data[0] >> 4 == 6 else IP
-    pkt = (cls or Raw)(record.data)
+    from mptcplab.layers import install
+
+    install()   # kind 30 must decode into the MPTCP layers from the very first frame
+    try:
+        pkt = (cls or Raw)(record.data)
+    except Exception:   # Scapy raises on some truncated headers: keep the bytes
+        pkt = Raw(record.data)
     pkt.time = record.time
     return pkt
 
