@@ -49,6 +49,8 @@ from mptcplab.describe import describe
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 PORT_RANGE = (40000, 40999)        # the peer's own source ports (their RSTs are dropped)
+PEER_MARK = 0x6D70                 # SO_MARK on the peer's own segments: its RSTs pass the rule
+SO_MARK = 36
 MSS = 1400
 WINDOW = 65535
 U64 = (1 << 64) - 1
@@ -119,6 +121,21 @@ class Subflow:
         return (self.snd_nxt - self.iss) & U32
 
 
+_blocks_lock = threading.Lock()
+_blocks_used: dict[str, set[int]] = {}
+
+
+def _port_block(netns: str) -> int:
+    """The first of 100 source ports of our own: two peers in one namespace never share one."""
+    with _blocks_lock:
+        used = _blocks_used.setdefault(netns, set())
+        free = [b for b in range(PORT_RANGE[0], PORT_RANGE[1], 100) if b not in used]
+        if not free:
+            raise LabError(f"{netns}: every peer port block is taken (at most 10 peers)")
+        used.add(free[0])
+        return free[0]
+
+
 class ExpectationFailed(AssertionError):
     """What was expected, and every segment that arrived instead."""
 
@@ -148,6 +165,7 @@ class MptcpPeer:
         self._pending: dict[int, bytes] = {}       # out-of-order data by DSN
         self.remote_data_fin = False
         self.fallback = False                      # the kernel answered without MPTCP
+        self._fin_dsn: int | None = None           # the DSN of the kernel's DATA_FIN
         self.auto_ack, self.auto_echo = auto_ack, auto_echo
         self.mpc_data_pending = True               # v1: first data rides on MP_CAPABLE
         self.subflows: list[Subflow] = []
@@ -156,13 +174,14 @@ class MptcpPeer:
         self._cursor = 0
         self._listeners: set[int] = set()
         self._accepted: queue.Queue[Subflow] = queue.Queue()
-        # 100 source ports of our own, so two peers in one namespace never share one
-        self._base_port = PORT_RANGE[0] + 100 * random.randrange(10)
+        self._base_port = _port_block(host.netns)
         self._ports = iter(range(self._base_port, self._base_port + 100))
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._tx4 = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self._tx6 = host.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        for tx in (self._tx4, self._tx6):
+            tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
         self._rx = host.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
         self._rx.settimeout(0.1)
         self._table = f"mptl_peer_{self._base_port}"
@@ -176,12 +195,12 @@ class MptcpPeer:
     # -- set-up and teardown ---------------------------------------------------------------
 
     def _ruleset(self) -> str:
-        lo, hi = self._base_port, self._base_port + 99
+        lo, hi, mark = self._base_port, self._base_port + 99, f"{PEER_MARK:#x}"
         return (f"table inet {self._table} {{\n"
                 f"  set listen {{ type inet_service; }}\n"
                 f"  chain out {{ type filter hook output priority 0; policy accept;\n"
-                f"    tcp sport {lo}-{hi} tcp flags & rst == rst drop\n"
-                f"    tcp sport @listen tcp flags & rst == rst drop\n"
+                f"    meta mark != {mark} tcp sport {lo}-{hi} tcp flags & rst == rst drop\n"
+                f"    meta mark != {mark} tcp sport @listen tcp flags & rst == rst drop\n"
                 f"  }}\n}}\n")
 
     def close(self) -> None:
@@ -190,6 +209,8 @@ class MptcpPeer:
         self._thread.join(2)
         with contextlib.suppress(LabError):
             self.host.nft(f"delete table inet {self._table}\n")
+        with _blocks_lock:
+            _blocks_used.get(self.host.netns, set()).discard(self._base_port)
         for s in (self._tx4, self._tx6, self._rx):
             s.close()
 
@@ -219,7 +240,11 @@ class MptcpPeer:
     def _new_subflow(self, dst: str, dport: int, src: str | None, sport: int | None) -> Subflow:
         if src is None:
             src = self._source_for(dst)
-        sf = Subflow(src=src, sport=sport or next(self._ports), dst=dst, dport=dport,
+        if sport is None:
+            sport = next(self._ports, None)
+            if sport is None:
+                raise LabError("the peer has used all 100 of its source ports")
+        sf = Subflow(src=src, sport=sport, dst=dst, dport=dport,
                      iss=random.getrandbits(32), snd_nxt=0)
         sf.snd_nxt = sf.iss
         with self._lock:
@@ -484,8 +509,9 @@ class MptcpPeer:
             d = opts["DSS"]
             dsn = d["dsn"] if d["dsn_len"] == 8 else crypto.expand_dsn(d["dsn"], self.rcv_base)
             sf.mapping = (dsn, d["ssn"], d["data_level_len"])
-            if d["data_fin"] and d["ssn"] == 0 and dsn == self.data_ack:
-                self.remote_data_fin = True
+            if d["data_fin"]:
+                # The DATA_FIN takes the mapping's last DSN (a bare one: length 1, ssn 0).
+                self._fin_dsn = (dsn + max(d["data_level_len"], 1) - 1) & U64
         if "MP_CAPABLE" in opts and opts["MP_CAPABLE"].get("data_level_len") is not None:
             sf.mapping = (self.rcv_base, 1, opts["MP_CAPABLE"]["data_level_len"])
         if "DSS" in opts:
@@ -494,6 +520,9 @@ class MptcpPeer:
         if seg.payload_len and seg.seq == sf.rcv_nxt:
             self._deliver(sf, seg)
             acked = True
+        if self._fin_dsn is not None and not self.remote_data_fin and \
+                (self.rcv_base + len(self.received)) & U64 == self._fin_dsn:
+            self.remote_data_fin = True              # every byte before it has arrived
         if "F" in seg.tcp_flags:
             sf.rcv_nxt = (sf.rcv_nxt + 1) & U32
             acked = True

@@ -142,3 +142,24 @@ def test_peer_removes_its_rst_rule_on_close(lab) -> None:
     assert table in lab["client"].run(["nft", "list", "tables"]).stdout
     peer.close()
     assert table not in lab["client"].run(["nft", "list", "tables"]).stdout
+
+
+@root
+def test_peer_resets_go_out_and_the_kernels_data_fin_is_acknowledged(lab) -> None:
+    """The nft rule that silences the kernel's RSTs for the peer's ports lets the peer's own
+    RSTs through; a DATA_FIN riding on the kernel's last data is acknowledged."""
+    lst = _listener(lab)
+    with MptcpPeer(lab["client"]) as peer:
+        peer.connect("10.0.1.2", 5000)
+        conn, _ = lst.accept()
+        conn.sendall(b"bye" * 100)
+        conn.shutdown(socket.SHUT_WR)            # the kernel's DATA_FIN
+        assert peer.recv(300) == b"bye" * 100
+        peer.expect("DSS", data_fin=True)
+        assert peer.remote_data_fin
+        assert peer.data_ack == (peer.rcv_base + 301) % 2**64
+        peer.reset()
+        conn.settimeout(5)
+        with pytest.raises(OSError):             # the application sees the reset
+            conn.sendall(b"x")
+            conn.recv(10)
