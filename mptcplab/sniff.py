@@ -396,6 +396,10 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
     if not opts.read and not opts.iface:
         raise LabError("name an interface (or `any`) to capture on, or read a file with -r",
                        ExitStatus.USAGE)
+    if opts.read and opts.write and os.path.exists(opts.write) and \
+            os.path.exists(opts.read) and os.path.samefile(opts.read, opts.write):
+        raise LabError(f"-w {opts.write} is the file -r reads: writing would destroy it",
+                       ExitStatus.USAGE)
     marks = _marks(out)
     tracker = Tracker()
     emitter: Emitter | None = None

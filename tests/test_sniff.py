@@ -249,6 +249,14 @@ def test_write_count_and_filter_on_a_file(tmp_path: Path) -> None:
     assert [json.loads(x)["frame"] for x in out.splitlines()] == [1, 2, 3]
 
 
+def test_writing_over_the_file_being_read_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.pcap"
+    victim.write_bytes((DATA / "kernel-v1-pm.pcap").read_bytes())
+    code, out, err = sniff("-r", str(victim), "-w", str(victim), "--summary")
+    assert code == 2 and "would destroy it" in err and err.count("\n") == 1
+    assert victim.read_bytes() == (DATA / "kernel-v1-pm.pcap").read_bytes()
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line, a meaningful exit code
 
