@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from mptcplab import privileges
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
 
 T = TypeVar("T")
@@ -399,7 +400,6 @@ class BpfFilter:
 
 
 CLONE_NEWNET = 0x40000000
-_CAP_NET_RAW, _CAP_SYS_ADMIN = 13, 21
 
 
 @dataclass
@@ -432,17 +432,6 @@ class LiveStats:
 _STAT_LINES = {"packets captured": "captured", "packets received by filter": "received",
                "packets dropped by kernel": "dropped_by_kernel",
                "packets dropped by interface": "dropped_by_interface"}
-
-
-def _effective_caps() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return -1 if os.geteuid() == 0 else 0
 
 
 def netns_path(netns: str) -> str:
@@ -536,14 +525,11 @@ class LiveCapture:
         tcpdump = shutil.which("tcpdump")
         if tcpdump is None:
             raise MissingTool("tcpdump not found: install the Debian package tcpdump")
-        caps = _effective_caps()
-        if caps != -1 and not caps >> _CAP_NET_RAW & 1:
-            raise NotRoot("a live capture needs root (CAP_NET_RAW); "
-                          "without it, read a file with -r")
+        privileges.require("a live capture (without it, read a file with -r)",
+                           privileges.CAP_NET_RAW)
         netns_fd = None
         if self.netns:
-            if caps != -1 and not caps >> _CAP_SYS_ADMIN & 1:
-                raise NotRoot(f"capturing in namespace {self.netns} needs root (CAP_SYS_ADMIN)")
+            privileges.require(f"capturing in namespace {self.netns}", privileges.CAP_SYS_ADMIN)
             try:
                 netns_fd = os.open(netns_path(self.netns), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:

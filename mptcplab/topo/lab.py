@@ -178,6 +178,9 @@ class Lab:
             self._planned = [ns_name(self.id, n) for n in topo.nodes]
             if not any(os.path.exists(os.path.join(ns.NETNS_DIR, p)) for p in self._planned):
                 break
+        else:
+            self._planned = []
+            raise LabError("five fresh lab ids in a row collided with existing namespaces")
         with self._step():
             self._state = lifecycle.LabState.new(self.id, topo.name, self._planned)
             self._state.save()
@@ -187,7 +190,14 @@ class Lab:
         for (name, node), nsname in zip(topo.nodes.items(), self._planned):
             sysctls = dict(BASE_SYSCTLS, **(ROUTER_SYSCTLS if node.is_router else HOST_SYSCTLS))
             with self._step():
-                fd, sock = ns.create(nsname, lambda s=sysctls: _new_ns_setup(s))
+                try:
+                    fd, sock = ns.create(nsname, lambda s=sysctls: _new_ns_setup(s))
+                except FileExistsError:
+                    # someone else's: teardown must not remove it (the rest of _planned
+                    # stays, a namespace whose set-up failed halfway is ours to remove)
+                    self._planned.remove(nsname)
+                    raise LabError(f"namespace {nsname} appeared while the lab was being "
+                                   "built") from None
                 self._created.append(nsname)
                 self._fds.append(fd)
                 self.hosts[name] = LabHost(self, node, nsname, fd)

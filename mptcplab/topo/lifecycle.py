@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mptcplab.errors import BadInput, LabError, NotRoot
+from mptcplab import privileges
+from mptcplab.errors import BadInput, LabError
 from mptcplab.topo import ns
 from mptcplab.topo.naming import PREFIX, STATE_DIR, lab_namespaces, parse_ns_name
 
@@ -225,9 +226,8 @@ def _remove_root_links(names: list[str]) -> list[str]:
 
 
 def require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise NotRoot(f"{what} needs root (network namespaces need CAP_SYS_ADMIN and "
-                      "CAP_NET_ADMIN): run it with sudo")
+    """Network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN (not merely uid 0)."""
+    privileges.require(what, privileges.CAP_SYS_ADMIN, privileges.CAP_NET_ADMIN)
 
 
 @dataclass
@@ -245,11 +245,14 @@ def clean(everything: bool = False) -> CleanReport:
     """
     require_root("mptcplab clean")
     report = CleanReport()
+    # Namespaces first, then states: a lab writes its state before its first namespace, so a
+    # lab starting between the two reads is seen with its state and kept.
+    present = lab_namespaces()
     states = {s.id: s for s in all_states()}
     keep_ids = set() if everything else {
         i for i, s in states.items() if s.detached or s.owner_alive}
     doomed = []
-    for name in lab_namespaces():
+    for name in present:
         parsed = parse_ns_name(name)
         if parsed and parsed[0] in keep_ids:
             report.kept.append(name)
