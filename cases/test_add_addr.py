@@ -123,7 +123,7 @@ def test_lost_echo_makes_add_addr_retransmit(case):
     # a timer never fires early: the RTO (>= 200 ms) doubled each time; add_addr_timeout caps
     # the first interval
     assert all(g >= 0.9 * MIN_RTO * 2**i for i, g in enumerate(gaps)), gaps
-    assert gaps[0] <= TIMEOUT, gaps
+    assert gaps[0] <= TIMEOUT + 0.5, gaps      # the cap, with room for a loaded machine
     assert find_options(segs, "ADD_ADDR", echo=True) == []   # dropped before the wire
 
 

@@ -651,6 +651,9 @@ class Tracker:
             half.watch = True
             half.open.append(check)
             self._open.append(check)
+            # Trim as we go, so a long capture (--summary emits nothing that would) keeps
+            # only the checks of the last HOLD frames.
+            self.expire(seg.frame - self.HOLD)
         return check
 
     def _verdict(self, check: MappingCheck | None, ann: Annotated) -> Any:

@@ -172,6 +172,17 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=clean)
 
 
+def _count(text: str) -> int:
+    """A packet count for -c: a whole number, 0 meaning no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
 def _decode(args: argparse.Namespace) -> int:
     from mptcplab.decode import decode_file
     from mptcplab.report import json_line, segment_line
@@ -195,7 +206,7 @@ def _add_decode_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast", action="store_true",
                    help="decode with the struct path instead of Scapy and the layers "
                         "(same output, many times faster)")
-    p.add_argument("-c", "--count", type=int, default=0, metavar="N",
+    p.add_argument("-c", "--count", type=_count, default=0, metavar="N",
                    help="stop after N segments")
     p.set_defaults(func=_decode)
 
@@ -214,12 +225,6 @@ def _sniff(args: argparse.Namespace) -> int:
 
 
 def _add_sniff_command(sub: argparse._SubParsersAction) -> None:
-    def positive(text: str) -> int:
-        value = int(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text} is negative")
-        return value
-
     p = sub.add_parser(
         "sniff", help="capture or read MPTCP traffic: decode, track connections, validate",
         usage="%(prog)s [IFACE] [-r FILE] [-n NETNS] [-w FILE] [-c COUNT] [--json] "
@@ -241,16 +246,16 @@ def _add_sniff_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--netns", metavar="NETNS",
                    help="capture inside this network namespace (e.g. a lab node's mptl-...)")
     p.add_argument("-w", "--write", metavar="FILE", help="also write the packets to a pcap")
-    p.add_argument("-c", "--count", type=positive, default=0, metavar="COUNT",
+    p.add_argument("-c", "--count", type=_count, default=0, metavar="COUNT",
                    help="stop after COUNT packets (captured, or read and matching FILTER)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per MPTCP segment (see docs/sniff.md)")
     p.add_argument("--summary", action="store_true",
                    help="no per-packet output: only the summary (a JSON line with --json)")
-    p.add_argument("-s", "--snaplen", type=positive, default=262144, metavar="BYTES",
+    p.add_argument("-s", "--snaplen", type=_count, default=262144, metavar="BYTES",
                    help="bytes kept of each packet in a live capture (default %(default)s; "
                         "DSS checksums need the payload)")
-    p.add_argument("-B", "--buffer-size", type=positive, default=65536, metavar="KIB",
+    p.add_argument("-B", "--buffer-size", type=_count, default=65536, metavar="KIB",
                    help="kernel capture ring in KiB (default %(default)s)")
     p.set_defaults(func=_sniff, trailing_words="words")
 

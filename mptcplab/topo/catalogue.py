@@ -63,8 +63,10 @@ class Entry:
         fn: Callable[..., Topology] = self.module.build
         try:
             topo = fn(**options)
-        except TypeError as exc:
-            raise BadInput(f"topology {self.name}: {exc}") from None
+        except LabError:
+            raise
+        except Exception as exc:   # a bad option value, or a bug in the topology file
+            raise BadInput(f"topology {self.name}: {type(exc).__name__}: {exc}") from None
         if not isinstance(topo, Topology):
             raise LabError(f"{self.path}: build() returned {type(topo).__name__}, not Topology")
         topo.name = self.name

@@ -140,6 +140,11 @@ class Node:
 
     def middlebox(self, *boxes: Middlebox) -> Node:
         """Put middleboxes on this node (forward path on a router, input path on a host)."""
+        from mptcplab.topo.middlebox import Middlebox   # it imports this module
+
+        for box in boxes:
+            if not isinstance(box, Middlebox):
+                raise BadInput(f"{self.name}: {box!r} is not a middlebox")
         self.middleboxes.extend(boxes)
         return self
 
@@ -398,8 +403,9 @@ class Topology:
             for mb in node.middleboxes:
                 mb.check(node, ifnames)
         for ln in self.links:
-            if ln.mtu is not None and not 68 <= ln.mtu <= 65535:
-                raise BadInput(f"link {ln.a}-{ln.b}: mtu {ln.mtu} out of range 68-65535")
+            if ln.mtu is not None and (not isinstance(ln.mtu, int) or not 68 <= ln.mtu <= 65535):
+                raise BadInput(f"link {ln.a}-{ln.b}: mtu {ln.mtu!r} is not a whole number "
+                               "from 68 to 65535")
 
     # -- plan --------------------------------------------------------------------------------
 
