@@ -112,6 +112,11 @@ def _ones_sum(data: bytes) -> int:
     return 0xFFFF if folded == 0 and value else folded
 
 
+def internet_checksum(data: bytes) -> int:
+    """The TCP/IP checksum of ``data`` (RFC 1071): the complement of its ones'-complement sum."""
+    return ~_ones_sum(data) & 0xFFFF
+
+
 def _dss_pseudo_header(dsn: int, ssn: int, data_level_len: int, checksum: int = 0) -> bytes:
     return (dsn.to_bytes(8, "big") + (ssn & 0xFFFFFFFF).to_bytes(4, "big")
             + data_level_len.to_bytes(2, "big") + checksum.to_bytes(2, "big"))
@@ -120,7 +125,7 @@ def _dss_pseudo_header(dsn: int, ssn: int, data_level_len: int, checksum: int = 
 def dss_checksum(dsn: int, ssn: int, data_level_len: int, payload: bytes) -> int:
     """The DSS checksum of a mapping: the TCP-style checksum of the pseudo-header
     (64-bit DSN, relative subflow sequence number, data-level length, zeros) and the data."""
-    return ~_ones_sum(_dss_pseudo_header(dsn, ssn, data_level_len) + payload) & 0xFFFF
+    return internet_checksum(_dss_pseudo_header(dsn, ssn, data_level_len) + payload)
 
 
 def dss_checksum_ok(dsn: int, ssn: int, data_level_len: int, payload: bytes,

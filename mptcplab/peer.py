@@ -60,14 +60,6 @@ U32 = (1 << 32) - 1
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    value = int.from_bytes(data, "big")
-    folded = value % 0xFFFF
-    return ~(0xFFFF if folded == 0 and value else folded) & 0xFFFF
-
-
 def build_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
                   options: bytes = b"", payload: bytes = b"", window: int = WINDOW) -> bytes:
     """An IPv4 or IPv6 packet carrying one TCP segment, checksums filled in."""
@@ -78,13 +70,13 @@ def build_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int
     if ":" in src:
         s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
         pseudo = s + d + struct.pack("!IxxxB", len(tcp), 6)
-        tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+        tcp = tcp[:16] + struct.pack("!H", crypto.internet_checksum(pseudo + tcp)) + tcp[18:]
         return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + s + d + tcp
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     pseudo = s + d + struct.pack("!xBH", 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", crypto.internet_checksum(pseudo + tcp)) + tcp[18:]
     header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0) + s + d
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", crypto.internet_checksum(header)) + header[12:]
     return header + tcp
 
 

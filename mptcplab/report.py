@@ -7,17 +7,12 @@ from typing import Any
 
 from mptcplab.analysis import SIDE_NAMES, Annotated, Tracker
 from mptcplab.decode import Segment
-from mptcplab.describe import describe
-from mptcplab.describe import endpoint as describe_endpoint
-
-
-def _endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+from mptcplab.describe import describe, endpoint
 
 
 def segment_line(seg: Segment) -> str:
     """``frame  src > dst [flags] seq ack len | option; option``, tcpdump-like."""
-    head = (f"{seg.frame:6d}  {_endpoint(seg.src, seg.sport)} > {_endpoint(seg.dst, seg.dport)} "
+    head = (f"{seg.frame:6d}  {endpoint(seg.src, seg.sport)} > {endpoint(seg.dst, seg.dport)} "
             f"[{seg.tcp_flags}] seq {seg.seq} ack {seg.ack} len {seg.payload_len}")
     if not seg.options:
         return head
@@ -126,8 +121,8 @@ def sniff_line(ann: Annotated, t0: float,
         if sub.conn is not None and side is not None:
             own, peer = sub.conn.idsns[side], sub.conn.idsns[1 - side]
     seq_text = f"{seq}:{(seq + seg.payload_len) & 0xFFFFFFFF}" if seg.payload_len else f"{seq}"
-    head = (f"{seg.frame:7d} {seg.time - t0:11.6f} {ids:7s} {_endpoint(seg.src, seg.sport)} > "
-            f"{_endpoint(seg.dst, seg.dport)} [{seg.tcp_flags}] seq {seq_text}"
+    head = (f"{seg.frame:7d} {seg.time - t0:11.6f} {ids:7s} {endpoint(seg.src, seg.sport)} > "
+            f"{endpoint(seg.dst, seg.dport)} [{seg.tcp_flags}] seq {seq_text}"
             + (f" ack {ack}" if "A" in seg.tcp_flags else "") + f" len {seg.payload_len}")
     words = []
     for i, opt in enumerate(seg.options):
@@ -150,7 +145,7 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
 
     conns, subs = [], []
     for c in tracker.connections:
-        announced = [f"id {a['addr_id']} {describe_endpoint(a['addr'], a['port'])} by "
+        announced = [f"id {a['addr_id']} {endpoint(a['addr'], a['port'])} by "
                      f"{SIDE_NAMES[a['side']]}"
                      + (f" {_mark(a['hmac_valid'], marks)}" if a["hmac"] else "")
                      for a in c.add_addrs if not a["echo"]]
@@ -168,7 +163,7 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
                       " ".join(flags) or "-"])
         for s in c.subflows:
             d = s.as_dict()
-            subs.append([c.number, s.number, _endpoint(s.src, s.sport), _endpoint(s.dst, s.dport),
+            subs.append([c.number, s.number, endpoint(s.src, s.sport), endpoint(s.dst, s.dport),
                          s.kind, "yes" if d["backup"] else "no", d["bytes_to_server"],
                          d["bytes_to_client"], s.reset or "-"])
     out = []
@@ -194,7 +189,7 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
     if tracker.orphans:
         out.append(f"{len(tracker.orphans)} more subflow(s) carried MPTCP options but their "
                    "handshake was not captured: "
-                   + ", ".join(f"{_endpoint(s.src, s.sport)} > {_endpoint(s.dst, s.dport)}"
+                   + ", ".join(f"{endpoint(s.src, s.sport)} > {endpoint(s.dst, s.dport)}"
                                for s in tracker.orphans[:4])
                    + (" ..." if len(tracker.orphans) > 4 else ""))
     return "\n".join(out)

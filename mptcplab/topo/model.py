@@ -174,10 +174,6 @@ class Link:
             return self.a_if, self.a_addrs, self.b, self.b_addrs, self.b_if
         return self.b_if, self.b_addrs, self.a, self.a_addrs, self.a_if
 
-    @property
-    def shaped(self) -> bool:
-        return bool(self.rate or self.loss or self.delay or self.jitter)
-
 
 @dataclass(frozen=True)
 class Route:

@@ -130,10 +130,6 @@ def unshare_here() -> None:
     _check(_libc.unshare(CLONE_NEWNET), "unshare")
 
 
-def open_fd(name: str) -> int:
-    return os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
-
-
 def remove(name: str) -> bool:
     """Unmount and unlink a named namespace; True if it existed."""
     path = os.path.join(NETNS_DIR, name)
