@@ -393,6 +393,9 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
     if opts.read and opts.netns:
         raise LabError("-n NETNS is for a live capture; it cannot apply to -r FILE",
                        ExitStatus.USAGE)
+    if opts.read and opts.iface:
+        raise LabError(f"capture on {opts.iface} or read {opts.read}, not both",
+                       ExitStatus.USAGE)
     if not opts.read and not opts.iface:
         raise LabError("name an interface (or `any`) to capture on, or read a file with -r",
                        ExitStatus.USAGE)
