@@ -95,7 +95,6 @@ def test_peer_and_kernel_exchange_data_both_ways_over_two_subflows(lab, checksum
         _, fin = peer.expect("DSS", data_fin=True)
         if checksum:
             assert "checksum" in fin
-        conn.close()
     (lab["server"].counters() - before).expect(MPTcpExtMPCapableSYNRX=1,
                                                MPTcpExtMPJoinAckRx=1,
                                                MPTcpExtDataCsumErr=0)
