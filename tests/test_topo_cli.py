@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,14 +43,37 @@ def test_up_leaves_a_usable_lab_that_down_removes():
     assert namespaces_of({lab["id"]}) == []
 
 
-def test_down_by_topology_name_and_errors():
-    up = cli("topo", "up", "client-router-server", "--json")
-    lab_id = json.loads(up.stdout)["id"]
-    down = cli("topo", "down", "client-router-server")
-    assert down.returncode == 0 and lab_id in down.stdout
-    again = cli("topo", "down", lab_id)
+def test_down_by_topology_name_only_when_one_lab_matches(tmp_path):
+    # A topology file of the test's own: no other lab on the machine (another user's, another
+    # xdist worker's) can be of this topology, so `down NAME` can only ever reach ours.
+    name = f"mine-{os.getpid()}"
+    topo_file = tmp_path / f"{name.replace('-', '_')}.py"
+    topo_file.write_text("from mptcplab.topo import catalogue\n"
+                         "def build():\n"
+                         "    return catalogue.get('client-router-server')\n")
+    ids = [json.loads(cli("topo", "up", str(topo_file), "--json").stdout)["id"]
+           for _ in range(2)]
+    try:
+        refused = cli("topo", "down", name)
+        assert refused.returncode == ExitStatus.BAD_INPUT
+        assert refused.stderr.startswith(f"mptcplab: error: 2 labs of {name} are up (")
+        assert "name one by its id" in refused.stderr and refused.stderr.count("\n") == 1
+        assert all(len(namespaces_of({i})) == 3 for i in ids)     # nothing was removed
+        listed = json.loads(cli("topo", "list", "--json").stdout)["labs"]
+        owners = {lb["id"]: lb["owner"] for lb in listed}
+        assert owners[ids[0]] and owners[ids[0]] == owners[ids[1]]
+        first = cli("topo", "down", ids[0])
+        assert first.returncode == 0
+        assert namespaces_of({ids[0]}) == [] and len(namespaces_of({ids[1]})) == 3
+        down = cli("topo", "down", name)            # now only one matches
+        assert down.returncode == 0 and ids[1] in down.stdout
+    finally:
+        for lab_id in ids:
+            if namespaces_of({lab_id}):
+                cli("topo", "down", lab_id)
+    again = cli("topo", "down", ids[1])
     assert again.returncode == ExitStatus.BAD_INPUT
-    assert again.stderr == f"mptcplab: error: no lab {lab_id!r} is up (see `mptcplab topo list`)\n"
+    assert again.stderr == f"mptcplab: error: no lab {ids[1]!r} is up (see `mptcplab topo list`)\n"
 
 
 def test_bad_topology_file_is_a_one_line_error_and_creates_nothing(tmp_path):

@@ -106,6 +106,19 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
+def _who() -> str:
+    """Who starts a lab, for `topo list` on a shared machine: the user behind sudo if any."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{sudo} (sudo)" if sudo and sudo != name else name
+
+
 @dataclass
 class LabState:
     id: str
@@ -115,6 +128,8 @@ class LabState:
     namespaces: list[str] = field(default_factory=list)
     detached: bool = False
     created: float = field(default_factory=time.time)
+    owner: str = ""             # who started it (user, sudo user)
+    command: str = ""           # the command line that started it
 
     @property
     def path(self) -> str:
@@ -137,16 +152,39 @@ class LabState:
 
     @classmethod
     def new(cls, lab_id: str, topology: str, namespaces: list[str]) -> LabState:
+        import sys
+
         pid = os.getpid()
-        return cls(lab_id, topology, pid, _start_time(pid), namespaces)
+        command = " ".join(os.path.basename(a) if i == 0 else a
+                           for i, a in enumerate(sys.argv))[:200]
+        return cls(lab_id, topology, pid, _start_time(pid), namespaces, owner=_who(),
+                   command=command)
 
     @classmethod
     def load(cls, lab_id: str) -> LabState | None:
         try:
             with open(os.path.join(STATE_DIR, f"{lab_id}.json")) as f:
-                return cls(**json.load(f))
+                data = json.load(f)
+            known = set(cls.__dataclass_fields__)
+            return cls(**{k: v for k, v in data.items() if k in known})
         except (OSError, ValueError, TypeError):
             return None
+
+    def node_netns(self, node: str) -> str | None:
+        for name in self.namespaces:
+            parsed = parse_ns_name(name)
+            if parsed and parsed == (self.id, node):
+                return name
+        return None
+
+    @property
+    def nodes(self) -> list[str]:
+        return [p[1] for n in self.namespaces if (p := parse_ns_name(n))]
+
+    @property
+    def running(self) -> bool:
+        """Up (`topo up`) or owned by a live process, and not torn down."""
+        return self.detached or self.owner_alive
 
 
 def all_states() -> list[LabState]:
@@ -267,19 +305,32 @@ def clean(everything: bool = False) -> CleanReport:
     return report
 
 
-def down(target: str | None = None) -> list[LabState]:
-    """Tear down labs brought up with `topo up`: by lab id, by topology name, or the only one."""
+def _labs_text(states: list[LabState]) -> str:
+    return ", ".join(f"{s.id} ({s.topology}{', by ' + s.owner if s.owner else ''})"
+                     for s in states)
+
+
+def down(target: str | None = None, *, everything: bool = False) -> list[LabState]:
+    """Tear down labs brought up with `topo up`: by lab id, by topology name when exactly one
+    lab of that topology is up, the only one, or (everything=True) all of them. Never more
+    than one lab unless asked for all: on a shared machine the others may be someone else's."""
     require_root("mptcplab topo down")
     detached = [s for s in all_states() if s.detached]
-    if target is None:
-        if len(detached) > 1:
-            raise BadInput("several labs are up (" + ", ".join(f"{s.id} ({s.topology})"
-                           for s in detached) + "): say which, or use --all")
+    if everything:
         chosen = detached
-    elif target == "all":
+    elif target is None:
+        if len(detached) > 1:
+            raise BadInput(f"several labs are up ({_labs_text(detached)}): name one by its "
+                           "id, or use --all")
         chosen = detached
     else:
-        chosen = [s for s in detached if target in (s.id, s.topology)]
+        chosen = [s for s in detached if s.id == target]
+        if not chosen:
+            chosen = [s for s in detached if s.topology == target]
+            if len(chosen) > 1:
+                raise BadInput(f"{len(chosen)} labs of {target} are up ({_labs_text(chosen)}):"
+                               " name one by its id (labs are not only yours on a shared "
+                               "machine)")
         if not chosen:
             raise BadInput(f"no lab {target!r} is up (see `mptcplab topo list`)")
     if not chosen:
@@ -290,3 +341,34 @@ def down(target: str | None = None) -> list[LabState]:
         remove_namespaces(names)
         st.delete()
     return chosen
+
+
+def resolve_node(spec: str) -> str:
+    """The namespace a user means by `-n SPEC`: an existing namespace name, `LAB:NODE`, or
+    `NODE` when exactly one running lab has a node of that name."""
+    if os.path.exists(os.path.join(ns.NETNS_DIR, spec)) and "/" not in spec:
+        return spec
+    if "/" in spec:                                   # a path such as /proc/PID/ns/net
+        if os.path.exists(spec):
+            return spec
+        raise BadInput(f"no network namespace {spec}")
+    states = [s for s in all_states() if s.running]
+    lab, sep, node = spec.rpartition(":")
+    if sep:
+        st = next((s for s in states if s.id == lab), None)
+        if st is None:
+            up = ", ".join(s.id for s in states) or "none"
+            raise BadInput(f"no running lab {lab!r} (running: {up}; see `mptcplab topo list`)")
+        name = st.node_netns(node)
+        if name is None:
+            raise BadInput(f"lab {lab} ({st.topology}) has no node {node!r} "
+                           f"(nodes: {', '.join(st.nodes)})")
+        return name
+    having = [s for s in states if s.node_netns(spec)]
+    if len(having) == 1:
+        return having[0].node_netns(spec)  # type: ignore[return-value]
+    if len(having) > 1:
+        raise BadInput(f"{len(having)} running labs have a node {spec!r} "
+                       f"({_labs_text(having)}): say which, as LAB:{spec}")
+    raise BadInput(f"no network namespace {spec!r} and no running lab has a node of that "
+                   "name (see `ip netns list` and `mptcplab topo list`)")

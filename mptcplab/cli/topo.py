@@ -1,17 +1,13 @@
-"""The `mptcplab` command: argparse -> one API call -> a report. Nothing else lives here."""
+"""`mptcplab topo up/down/list/show`, `mptcplab clean` and `mptcplab exec`."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
-from collections.abc import Sequence
 
 from mptcplab.errors import ExitStatus, LabError
 
 
-def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
-    """`topo up/down/list/show` and `clean` (topology issue)."""
+def register(sub: argparse._SubParsersAction) -> None:
     import ast
     import json
 
@@ -55,7 +51,7 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
     def topo_down(args: argparse.Namespace) -> int:
         from mptcplab.topo import down
 
-        gone = down("all" if args.all else args.target)
+        gone = down(args.target, everything=args.all)
         if args.json:
             print(json.dumps([{"id": s.id, "topology": s.topology} for s in gone]))
         else:
@@ -74,6 +70,7 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
         labs = [{"id": s.id, "topology": s.topology,
                  "state": "up" if s.detached else
                  (f"running (pid {s.pid})" if s.owner_alive else "left by a crash"),
+                 "owner": s.owner, "command": s.command,
                  "namespaces": s.namespaces} for s in states]
         if args.json:
             print(json.dumps({"topologies": topos, "labs": labs}))
@@ -82,8 +79,10 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
                        headers=["topology", "description", "up"]))
         if labs:
             print()
-            print(tabulate([[lb["id"], lb["topology"], lb["state"]] for lb in labs],
-                           headers=["lab", "topology", "state"]))
+            print(tabulate([[lb["id"], lb["topology"], lb["state"], lb["owner"] or "-",
+                             " ".join(n.partition(lb["id"] + "-")[2] for n in lb["namespaces"])]
+                            for lb in labs], headers=["lab", "topology", "state", "started by",
+                                                      "nodes"]))
         return ExitStatus.OK
 
     def topo_show(args: argparse.Namespace) -> int:
@@ -146,8 +145,11 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("down", help="tear down a lab brought up with `topo up`",
                         description="Remove a lab brought up with `topo up` (by lab id or "
                                     "topology name), stopping any process left inside it.")
-    p.add_argument("target", nargs="?", help="lab id or topology name (default: the only one)")
-    p.add_argument("--all", action="store_true", help="every lab brought up with `topo up`")
+    p.add_argument("target", nargs="?",
+                   help="lab id, or a topology name when only one lab of it is up "
+                        "(default: the only lab up)")
+    p.add_argument("--all", action="store_true",
+                   help="every lab brought up with `topo up`, whoever started it")
     p.add_argument("--json", action="store_true", help="print what was removed as JSON")
     p.set_defaults(func=topo_down)
     p = tsub.add_parser("list", help="list catalogue topologies and labs",
@@ -172,128 +174,3 @@ def _add_topo_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=clean)
 
 
-def _count(text: str) -> int:
-    """A packet count for -c: a whole number, 0 meaning no limit."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _decode(args: argparse.Namespace) -> int:
-    from mptcplab.decode import decode_file
-    from mptcplab.report import json_line, segment_line
-
-    shown = 0
-    for seg in decode_file(args.file, mptcp_only=not args.all, fast=args.fast):
-        print(json_line(seg.as_dict()) if args.json else segment_line(seg))
-        shown += 1
-        if args.count and shown >= args.count:
-            break
-    return ExitStatus.OK
-
-
-def _add_decode_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("decode", help="decode the MPTCP options in a pcap/pcapng file",
-                       description="Decode every MPTCP option in a capture file with the "
-                                   "lab's Scapy layers, one line per segment.")
-    p.add_argument("file", help="pcap or pcapng file")
-    p.add_argument("--json", action="store_true", help="one JSON object per segment")
-    p.add_argument("--all", action="store_true", help="show TCP segments without MPTCP options")
-    p.add_argument("--fast", action="store_true",
-                   help="decode with the struct path instead of Scapy and the layers "
-                        "(same output, many times faster)")
-    p.add_argument("-c", "--count", type=_count, default=0, metavar="N",
-                   help="stop after N segments")
-    p.set_defaults(func=_decode)
-
-
-def _sniff(args: argparse.Namespace) -> int:
-    from mptcplab.sniff import SniffOptions, sniff
-
-    words = list(args.words)
-    iface = args.interface
-    if iface is None and args.read is None and words:
-        iface = words.pop(0)
-    return sniff(SniffOptions(iface=iface, read=args.read, netns=args.netns, write=args.write,
-                              count=args.count, json=args.json, summary=args.summary,
-                              bpf=" ".join(words), snaplen=args.snaplen,
-                              buffer_kib=args.buffer_size))
-
-
-def _add_sniff_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sniff", help="capture or read MPTCP traffic: decode, track connections, validate",
-        usage="%(prog)s [IFACE] [-r FILE] [-n NETNS] [-w FILE] [-c COUNT] [--json] "
-              "[--summary] [FILTER ...]",
-        description="Decode MPTCP live on an interface (in a lab node's namespace with -n) or "
-                    "from a pcap/pcapng file (-r): one line per MPTCP segment with its "
-                    "connection and subflow numbers, relative DSNs and HMAC/checksum verdicts, "
-                    "then a summary of the connections (subflows grouped by token).",
-        epilog="Exit codes: 0 done (also after Ctrl-C on a live capture), 2 usage or bad "
-               "filter, 3 unreadable/truncated file or unknown interface/namespace, 4 not "
-               "root for a live capture, 5 tcpdump/libpcap missing, 130 interrupted reading "
-               "a file.")
-    p.add_argument("words", nargs="*", metavar="IFACE/FILTER",
-                   help="the interface to capture on (or `any`), then a BPF filter "
-                        "expression as tcpdump takes it; with -r or -i, all words are the "
-                        "filter")
-    p.add_argument("-i", "--interface", metavar="IFACE", help="the interface (tcpdump's -i)")
-    p.add_argument("-r", "--read", metavar="FILE", help="read a pcap or pcapng file")
-    p.add_argument("-n", "--netns", metavar="NETNS",
-                   help="capture inside this network namespace (e.g. a lab node's mptl-...)")
-    p.add_argument("-w", "--write", metavar="FILE", help="also write the packets to a pcap")
-    p.add_argument("-c", "--count", type=_count, default=0, metavar="COUNT",
-                   help="stop after COUNT packets (captured, or read and matching FILTER)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per MPTCP segment (see docs/sniff.md)")
-    p.add_argument("--summary", action="store_true",
-                   help="no per-packet output: only the summary (a JSON line with --json)")
-    p.add_argument("-s", "--snaplen", type=_count, default=262144, metavar="BYTES",
-                   help="bytes kept of each packet in a live capture (default %(default)s; "
-                        "DSS checksums need the payload)")
-    p.add_argument("-B", "--buffer-size", type=_count, default=65536, metavar="KIB",
-                   help="kernel capture ring in KiB (default %(default)s)")
-    p.set_defaults(func=_sniff, trailing_words="words")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mptcplab", description="A lab for Multipath TCP on a real Linux kernel.")
-    parser.add_argument("--traceback", action="store_true",
-                        help="show the full Python traceback on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_decode_command(sub)
-    _add_sniff_command(sub)
-    _add_topo_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    # A command may take words after its options (sniff's FILTER after IFACE and options).
-    trailing = getattr(args, "trailing_words", None)
-    if rest and (trailing is None or any(w.startswith("-") for w in rest)):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if rest:
-        setattr(args, trailing, getattr(args, trailing) + rest)
-    try:
-        return int(args.func(args) or ExitStatus.OK)
-    except LabError as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"mptcplab: error: {exc}", file=sys.stderr)
-        return int(exc.status)
-    except KeyboardInterrupt:
-        print("mptcplab: interrupted", file=sys.stderr)
-        return int(ExitStatus.INTERRUPTED)
-    except BrokenPipeError:
-        return int(ExitStatus.OK)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

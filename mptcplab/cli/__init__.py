@@ -1,0 +1,66 @@
+"""The `mptcplab` command: argparse -> one API call -> a report. Nothing else lives here.
+
+One module per command group, each with a `register(subparsers)`; COMMANDS lists them in the
+order `mptcplab --help` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mptcplab.errors import ExitStatus, LabError
+
+COMMANDS = ("decode", "sniff", "topo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mptcplab", description="A lab for Multipath TCP on a real Linux kernel.",
+        epilog="Exit codes: 0 ok, 1 runtime error, 2 usage, 3 bad input, 4 needs root, "
+               "5 missing tool or kernel feature, 129/130/143 hangup/interrupt/terminate.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full Python traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"mptcplab.cli.{name}").register(sub)
+    return parser
+
+
+def _signal_status(exc: BaseException) -> int:
+    signum = getattr(exc, "signum", signal.SIGINT)
+    return 128 + int(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # A command may take words after its options (sniff's FILTER after IFACE and options).
+    trailing = getattr(args, "trailing_words", None)
+    if rest and (trailing is None or any(w.startswith("-") for w in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        setattr(args, trailing, getattr(args, trailing) + rest)
+    try:
+        return int(args.func(args) or ExitStatus.OK)
+    except LabError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"mptcplab: error: {exc}", file=sys.stderr)
+        return int(exc.status)
+    except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM/SIGHUP turned into LabTerminated
+        if args.traceback:
+            traceback.print_exc()
+        what = str(exc) or "interrupted"
+        print(f"mptcplab: {what}", file=sys.stderr)
+        return _signal_status(exc)
+    except BrokenPipeError:
+        return int(ExitStatus.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

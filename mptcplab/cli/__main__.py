@@ -1,0 +1,5 @@
+import sys
+
+from mptcplab.cli import main
+
+sys.exit(main())
