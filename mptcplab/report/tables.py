@@ -1,0 +1,67 @@
+"""The summary tables printed when the sniffer stops: connections, then their subflows."""
+
+from __future__ import annotations
+
+from mptcplab.analysis import SIDE_NAMES, Tracker
+from mptcplab.describe import endpoint
+from mptcplab.report.lines import UNICODE_MARKS, _mark
+
+
+def _hex(value: int | None, width: int) -> str:
+    return "-" if value is None else f"{value:#0{width + 2}x}"
+
+
+def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) -> str:
+    """The tables printed when the sniffer stops: connections, then their subflows."""
+    from tabulate import tabulate
+
+    conns, subs = [], []
+    for c in tracker.connections:
+        announced = [f"id {a['addr_id']} {endpoint(a['addr'], a['port'])} by "
+                     f"{SIDE_NAMES[a['side']]}"
+                     + (f" {_mark(a['hmac_valid'], marks)}" if a["hmac"] else "")
+                     for a in c.add_addrs if not a["echo"]]
+        echoed = sum(1 for a in c.add_addrs if a["echo"])
+        if echoed:
+            announced.append(f"{echoed} echo{'es' if echoed > 1 else ''}")
+        removed = [f"ids {','.join(map(str, r['addr_ids']))} by {SIDE_NAMES[r['side']]}"
+                   for r in c.remove_addrs]
+        flags = [w for w, on in (("MP_FASTCLOSE", c.fastclose), ("MP_FAIL", c.mp_fail)) if on]
+        conns.append([c.number, "-" if c.version is None else f"v{c.version}",
+                      _hex(c.keys[0], 16), _hex(c.tokens[0], 8), _hex(c.idsns[0], 16),
+                      _hex(c.keys[1], 16), _hex(c.tokens[1], 8), _hex(c.idsns[1], 16),
+                      "on" if c.checksum else "off", "yes" if c.fell_back() else "no",
+                      "; ".join(announced) or "-", "; ".join(removed) or "-",
+                      " ".join(flags) or "-"])
+        for s in c.subflows:
+            d = s.as_dict()
+            subs.append([c.number, s.number, endpoint(s.src, s.sport), endpoint(s.dst, s.dport),
+                         s.kind, "yes" if d["backup"] else "no", d["bytes_to_server"],
+                         d["bytes_to_client"], s.reset or "-"])
+    out = []
+    if conns:
+        out.append(tabulate(conns, headers=[
+            "conn", "ver", "client key", "client token", "client IDSN", "server key",
+            "server token", "server IDSN", "csum", "fallback", "ADD_ADDR", "REMOVE_ADDR",
+            "closed by"]))
+        out.append("")
+        out.append(tabulate(subs, headers=[
+            "conn", "subflow", "initiator", "listener", "via", "backup", "bytes to server",
+            "bytes to client", "MP_TCPRST"]))
+        out.append("")
+    hv, hi, hu = tracker.hmacs.as_tuple()
+    cv, ci, cu = tracker.checksums.as_tuple()
+    nsub = sum(len(c.subflows) for c in tracker.connections)
+    out.append(f"{tracker.packets} packets, {tracker.mptcp_packets} with MPTCP options; "
+               f"{len(tracker.connections)} "
+               f"connection{'s' if len(tracker.connections) != 1 else ''}"
+               f", {nsub} subflow{'s' if nsub != 1 else ''}; "
+               f"HMACs {hv} {marks[0]} {hi} {marks[1]} {hu} {marks[2]}; "
+               f"DSS checksums {cv} {marks[0]} {ci} {marks[1]} {cu} {marks[2]}")
+    if tracker.orphans:
+        out.append(f"{len(tracker.orphans)} more subflow(s) carried MPTCP options but their "
+                   "handshake was not captured: "
+                   + ", ".join(f"{endpoint(s.src, s.sport)} > {endpoint(s.dst, s.dport)}"
+                               for s in tracker.orphans[:4])
+                   + (" ..." if len(tracker.orphans) > 4 else ""))
+    return "\n".join(out)
