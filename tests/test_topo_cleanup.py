@@ -166,7 +166,7 @@ def test_clean_keeps_labs_of_live_processes_and_topo_up_labs():
 
 def test_clean_never_touches_namespaces_without_the_prefix():
     name = f"other-{os.getpid()}"
-    from mptcplab.topo import ns
+    from mptcplab import namespaces as ns
 
     fd, _ = ns.create(name)
     try:

@@ -24,7 +24,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mptcplab.errors import LabError, MissingTool
-from mptcplab.topo import lifecycle, middlebox, ns, pm_netlink, rtnl
+from mptcplab import namespaces as ns
+from mptcplab.topo import lifecycle, middlebox, pm_netlink, rtnl
 from mptcplab.topo.host import LabHost
 from mptcplab.topo.model import Link, NodePlan, Topology, mptcp_sysctl_names
 from mptcplab.topo.naming import new_lab_id, ns_name
@@ -329,15 +330,14 @@ class Lab:
 
         try:
             with self._step():
-                spawned = any(h.spawned for h in self.hosts.values())
                 for h in self.hosts.values():
                     attempt(h._stop_processes)
                 attempt(self._release)
                 names = list(dict.fromkeys(self._created + self._planned))
-                if spawned:
-                    # A spawned command may have left a daemon inside: it would keep the
-                    # namespace (and its veths) alive after the unmount, so stop it.
-                    attempt(lifecycle.remove_namespaces, names)
+                # Whatever runs inside (a daemon a command left, another program's tcpdump
+                # or shell in a lab node) would keep the namespace and its veths alive after
+                # the unmount, out of `clean`'s sight: stop it, whoever started it.
+                attempt(lifecycle.remove_namespaces, names)
                 for n in names:
                     attempt(ns.remove, n)
                 if self._state is not None:

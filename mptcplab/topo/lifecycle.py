@@ -21,7 +21,7 @@ from typing import Any
 
 from mptcplab import privileges
 from mptcplab.errors import BadInput, LabError
-from mptcplab.topo import ns
+from mptcplab import namespaces as ns
 from mptcplab.topo.naming import PREFIX, STATE_DIR, lab_namespaces, parse_ns_name
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
