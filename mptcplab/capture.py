@@ -198,7 +198,11 @@ def _pcapng_stream(read: Callable[[int], bytes], name: str,
                            f"for its type ({blen} bytes)")
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
-            interfaces.append((linktype, _tsresol(body[8:], endian)))
+            tick = _tsresol(body[8:], endian)
+            if tick is None:
+                raise BadInput(f"{name}: interface block at byte {base + pos}: an option "
+                               "runs past the end of the block")
+            interfaces.append((linktype, tick))
         elif btype == 6:  # Enhanced Packet Block
             iface, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body, 0)
             if iface >= len(interfaces):
@@ -233,13 +237,18 @@ def _block_len(buf: bytes, pos: int, endian: str, name: str) -> int:
     return max(blen, 12)
 
 
-def _tsresol(options: bytes, endian: str) -> float:
-    """Seconds per timestamp tick from an IDB's if_tsresol option (default microseconds)."""
-    pos = 0
-    while pos + 4 <= len(options):
+def _tsresol(options: bytes, endian: str) -> float | None:
+    """Seconds per timestamp tick from an IDB's if_tsresol option (default microseconds);
+    None when an option header or value runs past the end of the options."""
+    pos, size = 0, len(options)
+    while pos < size:
+        if pos + 4 > size:
+            return None                 # a piece of an option header
         code, length = struct.unpack_from(endian + "HH", options, pos)
-        if code == 0:
+        if code == 0:                   # opt_endofopt
             break
+        if pos + 4 + length > size:
+            return None
         if code == 9 and length >= 1:
             value = options[pos + 4]
             return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -value

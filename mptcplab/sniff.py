@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mptcplab.analysis import Annotated, Half, Tracker
+from mptcplab.analysis import Annotated, Half, Subflow, Tracker
 from mptcplab.capture import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL2,
@@ -51,6 +51,7 @@ from mptcplab.report import (
     json_line,
     packet_json,
     sniff_line,
+    summary_json,
     summary_text,
 )
 
@@ -64,6 +65,33 @@ _DSS_PLAIN_LEN = [dss_length(f) for f in range(32)]
 # Offset of the data-level length in a DSS with a mapping, by flags.
 _DSS_DLL_AT = [4 + ((8 if f & 2 else 4) if f & 1 else 0) + (8 if f & 8 else 4) + 4
                for f in range(32)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tracker's subflow directions, with what the fast path's JSON lines reuse
+
+
+class SniffHalf(Half):
+    """A subflow direction that also keeps the JSON fragments of its lines: addresses and
+    ports, connection and subflow numbers, and the last DSS option with its JSON (every
+    segment of a mapping repeats it)."""
+
+    __slots__ = ("json_addr", "json_ids", "json_opt", "json_raw")
+
+    def __init__(self, subflow: Subflow, role: int) -> None:
+        super().__init__(subflow, role)
+        self.json_addr: str | None = None
+        self.json_ids: str | None = None
+        self.json_raw = b""
+        self.json_opt = ""
+
+    def relabel(self) -> None:
+        self.json_ids = None
+
+
+def new_tracker() -> Tracker:
+    """A tracker whose subflow directions carry the sniffer's caches."""
+    return Tracker(half_type=SniffHalf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,16 +173,17 @@ def _dss_tables() -> tuple[list[Any], list[str]]:
     """Per DSS flags value (plain form): a struct reading its fields, a JSON template."""
     readers, templates = [], []
     for flags in range(32):
-        fmt, names = "!", []
+        fmt, fields = "!", ""
         if flags & 0x01:
             fmt += "Q" if flags & 0x02 else "I"
-            names.append("data_ack")
+            fields += f',"data_ack":%d,"data_ack_len":{8 if flags & 0x02 else 4}'
         if flags & 0x04:
             fmt += ("Q" if flags & 0x08 else "I") + "IH"
-            names += ["dsn", "ssn", "data_level_len"]
+            fields += f',"dsn":%d,"dsn_len":{8 if flags & 0x08 else 4},"ssn":%d' \
+                ',"data_level_len":%d'
         readers.append(struct.Struct(fmt).unpack_from)
-        templates.append(f'{{"subtype":"DSS","length":{dss_length(flags)}'
-                         + "".join(f',"{n}":%d' for n in names) + ',"data_fin":false}')
+        templates.append(f'{{"subtype":"DSS","length":{dss_length(flags)}{fields}'
+                         ',"data_fin":false}')
     return readers, templates
 
 
@@ -164,10 +193,11 @@ _DSS_READ, _DSS_JSON = _dss_tables()
 def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | None = None,
          *, fast: bool = True) -> None:
     """Feed every record to the tracker (and the emitter); ``fast=False`` sends every segment
-    through the reference path (the tests compare the two)."""
+    through the reference path (the tests compare the two). JSON lines come from the fast
+    path only with a tracker from ``new_tracker()`` (its caches)."""
     flows = tracker.flows
-    lean_json = emitter is not None and emitter.lean
-    lean_mptcp = fast and (emitter is None or emitter.lean)
+    lean_json = emitter is not None and emitter.lean and issubclass(tracker.half_type, SniffHalf)
+    lean_mptcp = fast and (emitter is None or lean_json)
     queue = emitter.queue if emitter is not None else None
     write = emitter.write if emitter is not None else None
     letters = TCP_FLAG_LETTERS
@@ -249,11 +279,14 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                 continue
             payload_len = ip_payload - doff
             if count:
-                if not lean_mptcp or data[at + 2] >> 4 != 2:
+                # A DSS shorter than 4 bytes has no flags byte (it may be the frame's last):
+                # malformed, which only the reference path describes.
+                olen = data[at + 1]
+                if not lean_mptcp or olen < 4 or data[at + 2] >> 4 != 2:
                     _slow(data, linktype, frame, time, key, tracker, emitter)
                     continue
                 dflags = data[at + 3] & 0x1F
-                if data[at + 1] != _DSS_PLAIN_LEN[dflags] or dflags & 0x10:
+                if olen != _DSS_PLAIN_LEN[dflags] or dflags & 0x10:
                     _slow(data, linktype, frame, time, key, tracker, emitter)
                     continue
                 if dflags & 0x04:
@@ -263,7 +296,7 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                     half.mapped = True
                 mptcp += 1
                 if lean_json:
-                    addr = half.json_addr
+                    addr = half.json_addr                # type: ignore[attr-defined]
                     if addr is None:
                         addr = half.json_addr = _json_addr(half)
                     ids = half.json_ids
@@ -327,14 +360,14 @@ def json_time(time: float) -> str:
     return repr(round(time, 6))
 
 
-def _json_addr(half: Half) -> str:
+def _json_addr(half: SniffHalf) -> str:
     sub = half.subflow
     src, sport, dst, dport = (sub.src, sub.sport, sub.dst, sub.dport) if half.role == 0 else \
         (sub.dst, sub.dport, sub.src, sub.sport)
     return json_line({"src": src, "sport": sport, "dst": dst, "dport": dport})[1:-1]
 
 
-def _json_ids(half: Half) -> str:
+def _json_ids(half: SniffHalf) -> str:
     sub = half.subflow
     return json_line({"connection": sub.conn.number if sub.conn is not None else None,
                       "subflow": sub.number})[1:-1]
@@ -404,7 +437,7 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
         raise LabError(f"-w {opts.write} is the file -r reads: writing would destroy it",
                        ExitStatus.USAGE)
     marks = _marks(out)
-    tracker = Tracker()
+    tracker = new_tracker()
     emitter: Emitter | None = None
     if not opts.summary:
         emitter = JsonEmitter(tracker, out.write) if opts.json else \
@@ -472,7 +505,11 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
             tracker.finish()
         if opts.json:
             if opts.summary:
-                out.write(json_line(tracker.summary()) + "\n")
+                counters = None if stats is None else {
+                    "captured": stats.captured, "received": stats.received,
+                    "dropped_by_kernel": stats.dropped_by_kernel,
+                    "dropped_by_interface": stats.dropped_by_interface}
+                out.write(json_line(summary_json(tracker, counters)) + "\n")
         else:
             if emitter is not None and tracker.packets:
                 out.write("\n")

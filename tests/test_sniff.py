@@ -88,8 +88,8 @@ CONTRACT = {
     "MP_CAPABLE": {"version", "flags", "sender_key", "receiver_key", "data_level_len",
                    "checksum", "checksum_valid"},
     "MP_JOIN": {"backup", "addr_id", "token", "nonce", "truncated_hmac", "hmac", "hmac_valid"},
-    "DSS": {"data_ack", "dsn", "ssn", "data_level_len", "checksum", "data_fin",
-            "checksum_valid"},
+    "DSS": {"data_ack", "data_ack_len", "dsn", "dsn_len", "ssn", "data_level_len", "checksum",
+            "data_fin", "checksum_valid"},
     "ADD_ADDR": {"echo", "addr_id", "addr", "port", "hmac", "hmac_valid"},
     "REMOVE_ADDR": {"addr_ids"},
     "MP_PRIO": {"backup", "addr_id"},
@@ -121,8 +121,9 @@ def test_json_lines_follow_the_contract(path: Path) -> None:
         for opt in p["options"]:
             fields = set(opt) - {"subtype", "length"}
             if opt.get("malformed"):
-                assert fields == {"malformed", "raw"}
+                assert fields == {"malformed", "raw", "reason"}
                 bytes.fromhex(opt["raw"])
+                assert opt["reason"] and isinstance(opt["reason"], str)
                 continue
             assert opt["subtype"] in CONTRACT or opt["subtype"] in (
                 "MP_EXPERIMENTAL", "UNKNOWN"), opt
@@ -135,6 +136,9 @@ def test_json_lines_follow_the_contract(path: Path) -> None:
                     assert opt[key] in (True, False, None)
             if "hmac" in fields and opt["subtype"] == "MP_JOIN":
                 assert len(bytes.fromhex(opt["hmac"])) == 20
+            for key in ("data_ack", "dsn"):
+                if key in opt:
+                    assert opt[key + "_len"] in (4, 8) and opt[key] < 1 << 8 * opt[key + "_len"]
         # numbering: 1-based, in order of first appearance
         conn, sub = p["connection"], p["subflow"]
         assert (conn is None) == (sub is None)
@@ -152,22 +156,39 @@ def test_json_lines_follow_the_contract(path: Path) -> None:
 def test_json_summary_follows_the_contract(path: Path) -> None:
     _, out, _ = cached("-r", str(path), "--json", "--summary")
     summary = json.loads(out)
-    assert list(summary) == ["type", "packets", "mptcp_packets", "connections"]
+    assert list(summary) == ["type", "packets", "mptcp_packets", "hmacs", "checksums",
+                             "connections", "orphans"]
     assert summary["type"] == "summary" and summary["packets"] >= summary["mptcp_packets"]
+    for tally in ("hmacs", "checksums"):
+        assert list(summary[tally]) == ["valid", "invalid", "unchecked"]
+        assert all(type(v) is int and v >= 0 for v in summary[tally].values())
+    for orphan in summary["orphans"]:
+        assert list(orphan) == ["src", "sport", "dst", "dport"]
     for n, conn in enumerate(summary["connections"], start=1):
         assert list(conn) == ["connection", "version", "client_key", "server_key",
                               "client_token", "server_token", "client_idsn", "server_idsn",
-                              "checksum", "fallback", "subflows"]
+                              "checksum", "fallback", "add_addrs", "remove_addrs",
+                              "mp_fastclose", "mp_fail", "subflows"]
         assert conn["connection"] == n
         for key in ("client_key", "server_key", "client_token", "server_token",
                     "client_idsn", "server_idsn", "version"):
             assert conn[key] is None or type(conn[key]) is int
-        assert type(conn["checksum"]) is bool and type(conn["fallback"]) is bool
+        for key in ("checksum", "fallback", "mp_fastclose", "mp_fail"):
+            assert type(conn[key]) is bool
+        for add in conn["add_addrs"]:
+            assert list(add) == ["frame", "by", "echo", "addr_id", "addr", "port", "hmac",
+                                 "hmac_valid"]
+            assert add["by"] in ("client", "server") and add["hmac_valid"] in (True, False, None)
+            assert (add["hmac"] is None) <= (add["hmac_valid"] is None)
+        for rm in conn["remove_addrs"]:
+            assert list(rm) == ["frame", "by", "addr_ids"] and rm["addr_ids"]
         for m, sub in enumerate(conn["subflows"], start=1):
-            assert list(sub) == ["subflow", "src", "sport", "dst", "dport", "backup",
-                                 "bytes_to_server", "bytes_to_client"]
+            assert list(sub) == ["subflow", "src", "sport", "dst", "dport", "via", "backup",
+                                 "bytes_to_server", "bytes_to_client", "mp_tcprst"]
             assert sub["subflow"] == m and type(sub["backup"]) is bool
+            assert sub["via"] in ("MP_CAPABLE", "MP_JOIN")
             assert type(sub["bytes_to_server"]) is int and type(sub["bytes_to_client"]) is int
+            assert sub["mp_tcprst"] is None or isinstance(sub["mp_tcprst"], str)
 
 
 @needs_shared

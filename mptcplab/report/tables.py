@@ -19,7 +19,7 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
     for c in tracker.connections:
         announced = [f"id {a['addr_id']} {endpoint(a['addr'], a['port'])} by "
                      f"{SIDE_NAMES[a['side']]}"
-                     + (f" {_mark(a['hmac_valid'], marks)}" if a["hmac"] else "")
+                     + (f" {_mark(a['hmac_valid'], marks)}" if a["hmac"] is not None else "")
                      for a in c.add_addrs if not a["echo"]]
         echoed = sum(1 for a in c.add_addrs if a["echo"])
         if echoed:
@@ -34,10 +34,9 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
                       "; ".join(announced) or "-", "; ".join(removed) or "-",
                       " ".join(flags) or "-"])
         for s in c.subflows:
-            d = s.as_dict()
             subs.append([c.number, s.number, endpoint(s.src, s.sport), endpoint(s.dst, s.dport),
-                         s.kind, "yes" if d["backup"] else "no", d["bytes_to_server"],
-                         d["bytes_to_client"], s.reset or "-"])
+                         s.kind, "yes" if s.is_backup() else "no", s.bytes_to_server(),
+                         s.bytes_to_client(), s.reset or "-"])
     out = []
     if conns:
         out.append(tabulate(conns, headers=[
