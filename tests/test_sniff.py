@@ -90,7 +90,7 @@ CONTRACT = {
     "MP_JOIN": {"backup", "addr_id", "token", "nonce", "truncated_hmac", "hmac", "hmac_valid"},
     "DSS": {"data_ack", "data_ack_len", "dsn", "dsn_len", "ssn", "data_level_len", "checksum",
             "data_fin", "checksum_valid"},
-    "ADD_ADDR": {"echo", "addr_id", "addr", "port", "hmac", "hmac_valid"},
+    "ADD_ADDR": {"version", "echo", "addr_id", "addr", "port", "hmac", "hmac_valid"},
     "REMOVE_ADDR": {"addr_ids"},
     "MP_PRIO": {"backup", "addr_id"},
     "MP_FAIL": {"dsn"},

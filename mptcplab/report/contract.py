@@ -30,7 +30,7 @@ JSON_OPTION_FIELDS: dict[str, tuple[str, ...]] = {
     "MP_JOIN": ("backup", "addr_id", "token", "nonce", "truncated_hmac", "hmac"),
     "DSS": ("data_ack", "data_ack_len", "dsn", "dsn_len", "ssn", "data_level_len", "checksum",
             "data_fin"),
-    "ADD_ADDR": ("echo", "addr_id", "addr", "port", "hmac"),
+    "ADD_ADDR": ("version", "echo", "addr_id", "addr", "port", "hmac"),
     "REMOVE_ADDR": ("addr_ids",),
     "MP_PRIO": ("backup", "addr_id"),
     "MP_FAIL": ("dsn",),
