@@ -56,12 +56,11 @@ def first_packet_copy(capture: str, path: Path) -> None:
 
 
 def offline(capture: str, repeat: int) -> None:
-    from mptcplab.analysis import Tracker
     from mptcplab.capture import iter_file
-    from mptcplab.sniff import JsonEmitter, pump
+    from mptcplab.sniff import JsonEmitter, new_tracker, pump
 
     packets = sum(1 for _ in iter_file(capture))
-    tracker = Tracker()
+    tracker = new_tracker()
     pump(iter_file(capture), tracker)
     print(f"capture {capture}: {packets} packets, {tracker.mptcp_packets} with MPTCP options, "
           f"{len(tracker.connections)} connection(s), "
@@ -114,7 +113,7 @@ def offline(capture: str, repeat: int) -> None:
                         ("pump --json", lambda tr: JsonEmitter(tr, io.StringIO().write))):
         times = []
         for _ in range(max(3, repeat)):
-            tracker = Tracker()
+            tracker = new_tracker()
             emitter = make(tracker)
             start = time.perf_counter()
             pump(iter(records), tracker, emitter)

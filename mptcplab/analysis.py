@@ -28,7 +28,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from mptcplab import crypto
@@ -308,17 +307,17 @@ class Connection:
         return False
 
 
-@dataclass(slots=True)
 class Annotated:
     """A segment with what the tracker made of it: its connection and subflow, and per option
     the verdicts to add to its fields (a ``MappingCheck`` while a checksum is still open)."""
 
-    seg: Segment
-    half: Half | None
-    connection: int | None
-    subflow: int | None
-    extras: list[dict[str, Any] | None]
-    checks: list[MappingCheck] = field(default_factory=list)
+    __slots__ = ("checks", "connection", "extras", "half", "seg", "subflow")
+
+    def __init__(self, seg: Segment, half: Half | None, connection: int | None,
+                 subflow: int | None, extras: list[dict[str, Any] | None]) -> None:
+        self.seg, self.half, self.connection, self.subflow = seg, half, connection, subflow
+        self.extras = extras
+        self.checks: list[MappingCheck] = []
 
     @property
     def pending(self) -> bool:

@@ -11,8 +11,6 @@ complete record before the damage has been yielded, so nothing decodable is lost
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
 import os
 import re
@@ -21,16 +19,19 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-from mptcplab import namespaces, privileges
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
-from mptcplab.namespaces import NETNS_DIR
+
+if TYPE_CHECKING:
+    import subprocess
+
+# ctypes (the BPF compiler), subprocess and the namespace helpers (live capture) are imported
+# where they are used, and no dataclass is defined here: reading a file needs none of them, and
+# they are a good part of the sniffer's start-up (`python3 -X importtime`).
 
 
 # Link types this lab decodes (tcpdump's LINKTYPE_* numbers).
@@ -50,8 +51,7 @@ _PCAP_MAGICS = {
 _PCAPNG_SHB = 0x0A0D0D0A
 
 
-@dataclass(slots=True)
-class Record:
+class Record(NamedTuple):
     """One captured frame: its 1-based index in the file, time, link type and bytes."""
 
     index: int
@@ -339,19 +339,21 @@ class PcapWriter:
 # Filtering a file with a BPF expression (libpcap's compiler, as tcpdump uses it)
 
 
-class _BpfProgram(ctypes.Structure):
-    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
-
-
-class _PcapPkthdr(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
-                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
-
-
 _PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 
 
-def _libpcap() -> ctypes.CDLL:
+def _libpcap() -> tuple[Any, Any, Any]:
+    """libpcap with the prototypes used here, and the two structures it takes."""
+    import ctypes
+    import ctypes.util
+
+    class BpfProgram(ctypes.Structure):
+        _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+    class PcapPkthdr(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
+                    ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
+
     name = ctypes.util.find_library("pcap")
     if name is None:
         raise MissingTool("libpcap not found (to compile the filter): install the Debian "
@@ -359,14 +361,14 @@ def _libpcap() -> ctypes.CDLL:
     lib = ctypes.CDLL(name)
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_BpfProgram), ctypes.c_char_p,
+    lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(BpfProgram), ctypes.c_char_p,
                                  ctypes.c_int, ctypes.c_uint32]
     lib.pcap_geterr.restype = ctypes.c_char_p
     lib.pcap_geterr.argtypes = [ctypes.c_void_p]
     lib.pcap_close.argtypes = [ctypes.c_void_p]
-    lib.pcap_offline_filter.argtypes = [ctypes.POINTER(_BpfProgram),
-                                        ctypes.POINTER(_PcapPkthdr), ctypes.c_char_p]
-    return lib
+    lib.pcap_offline_filter.argtypes = [ctypes.POINTER(BpfProgram),
+                                        ctypes.POINTER(PcapPkthdr), ctypes.c_char_p]
+    return lib, BpfProgram, PcapPkthdr
 
 
 class BpfFilter:
@@ -376,19 +378,22 @@ class BpfFilter:
     """
 
     def __init__(self, expression: str) -> None:
+        from ctypes import byref
+
         self.expression = expression
-        self._lib = _libpcap()
-        self._programs: dict[int, _BpfProgram] = {}
-        self._hdr = _PcapPkthdr()
+        self._lib, self._program_type, header_type = _libpcap()
+        self._byref = byref
+        self._programs: dict[int, Any] = {}
+        self._hdr = header_type()
         self.program(LINKTYPE_ETHERNET)      # a syntax error shows before any record is read
 
-    def program(self, linktype: int) -> _BpfProgram:
+    def program(self, linktype: int) -> Any:
         prog = self._programs.get(linktype)
         if prog is None:
-            prog = _BpfProgram()
+            prog = self._program_type()
             handle = self._lib.pcap_open_dead(linktype, 262144)
             try:
-                if self._lib.pcap_compile(handle, ctypes.byref(prog), self.expression.encode(),
+                if self._lib.pcap_compile(handle, self._byref(prog), self.expression.encode(),
                                           1, _PCAP_NETMASK_UNKNOWN) != 0:
                     why = self._lib.pcap_geterr(handle).decode(errors="replace")
                     raise LabError(f"bad filter {self.expression!r}: {why}", ExitStatus.USAGE)
@@ -400,8 +405,8 @@ class BpfFilter:
     def matches(self, linktype: int, data: bytes, wirelen: int) -> bool:
         hdr = self._hdr
         hdr.caplen, hdr.len = len(data), wirelen
-        return self._lib.pcap_offline_filter(ctypes.byref(self.program(linktype)),
-                                             ctypes.byref(hdr), data) != 0
+        return self._lib.pcap_offline_filter(self._byref(self.program(linktype)),
+                                             self._byref(hdr), data) != 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,14 +416,27 @@ class BpfFilter:
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
-@dataclass
 class LiveStats:
     """tcpdump's end-of-capture counters (None when it did not print them)."""
 
-    captured: int | None = None
-    received: int | None = None
-    dropped_by_kernel: int | None = None
-    dropped_by_interface: int | None = None
+    __slots__ = ("captured", "dropped_by_interface", "dropped_by_kernel", "received")
+
+    def __init__(self, captured: int | None = None, received: int | None = None,
+                 dropped_by_kernel: int | None = None,
+                 dropped_by_interface: int | None = None) -> None:
+        self.captured, self.received = captured, received
+        self.dropped_by_kernel, self.dropped_by_interface = dropped_by_kernel, dropped_by_interface
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"captured": self.captured, "received": self.received,
+                "dropped_by_kernel": self.dropped_by_kernel,
+                "dropped_by_interface": self.dropped_by_interface}
+
+    def __repr__(self) -> str:
+        return "LiveStats(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LiveStats) and self.as_dict() == other.as_dict()
 
     @property
     def unread(self) -> int:
@@ -445,6 +463,8 @@ _STAT_LINES = {"packets captured": "captured", "packets received by filter": "re
 
 def netns_path(netns: str) -> str:
     """A namespace name (as `ip netns` lists it) or a path (/proc/PID/ns/net) as a path."""
+    from mptcplab.namespaces import NETNS_DIR
+
     return netns if "/" in netns else os.path.join(NETNS_DIR, netns)
 
 
@@ -525,6 +545,10 @@ class LiveCapture:
         return argv
 
     def start(self) -> Self:
+        import subprocess
+
+        from mptcplab import namespaces, privileges
+
         tcpdump = shutil.which("tcpdump")
         if tcpdump is None:
             raise MissingTool("tcpdump not found: install the Debian package tcpdump")
@@ -663,6 +687,8 @@ class LiveCapture:
 
     def stop(self, timeout: float = 5.0) -> LiveStats:
         """Stop tcpdump (if still running; a file is complete first) and return its counters."""
+        import subprocess
+
         if self.stats is not None:
             return self.stats
         proc = self.proc

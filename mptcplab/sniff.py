@@ -28,7 +28,6 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from mptcplab.analysis import Annotated, Half, Subflow, Tracker
@@ -377,20 +376,16 @@ def _json_ids(half: SniffHalf) -> str:
 # The command
 
 
-@dataclass
 class SniffOptions:
     """What `mptcplab sniff` was asked to do."""
 
-    iface: str | None = None
-    read: str | None = None
-    netns: str | None = None
-    write: str | None = None
-    count: int = 0
-    json: bool = False
-    summary: bool = False
-    bpf: str = ""
-    snaplen: int = 262144
-    buffer_kib: int = 65536
+    def __init__(self, *, iface: str | None = None, read: str | None = None,
+                 netns: str | None = None, write: str | None = None, count: int = 0,
+                 json: bool = False, summary: bool = False, bpf: str = "",
+                 snaplen: int = 262144, buffer_kib: int = 65536) -> None:
+        self.iface, self.read, self.netns, self.write = iface, read, netns, write
+        self.count, self.json, self.summary, self.bpf = count, json, summary, bpf
+        self.snaplen, self.buffer_kib = snaplen, buffer_kib
 
 
 def _filtered(records: Iterator[RecordTuple], bpf: BpfFilter) -> Iterator[RecordTuple]:
@@ -505,10 +500,7 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
             tracker.finish()
         if opts.json:
             if opts.summary:
-                counters = None if stats is None else {
-                    "captured": stats.captured, "received": stats.received,
-                    "dropped_by_kernel": stats.dropped_by_kernel,
-                    "dropped_by_interface": stats.dropped_by_interface}
+                counters = None if stats is None else stats.as_dict()
                 out.write(json_line(summary_json(tracker, counters)) + "\n")
         else:
             if emitter is not None and tracker.packets:

@@ -392,3 +392,78 @@ def test_unwritable_output_fails_before_reading_and_leaves_nothing(tmp_path: Pat
     code, _, err = sniff("-r", str(tmp_path / "missing.pcap"), "-w", str(tmp_path / "w.pcap"))
     assert code == ExitStatus.BAD_INPUT and "no such file" in one_error_line(err)
     assert not (tmp_path / "w.pcap").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up: a short capture's run is mostly start-up, so `sniff` imports only what it uses
+
+# Modules `sniff` must not import, and why: the layers and topologies are other steps of the
+# flow; tabulate (with wcwidth) alone was ~60 ms; dataclasses (with inspect), ctypes and
+# subprocess ~5-7 ms each (`python3 -X importtime -m mptcplab.cli sniff ...`).
+NOT_FOR_SNIFF = ("scapy", "pyroute2", "tabulate", "wcwidth", "mptcplab.layers", "mptcplab.topo",
+                 "mptcplab.peer", "dataclasses", "inspect", "ctypes", "subprocess")
+
+
+@pytest.mark.parametrize("mode", [["--summary"], ["--json"], ["--summary", "--json"], []])
+def test_sniff_imports_no_other_command_and_nothing_it_does_not_use(mode: list[str]) -> None:
+    from mptcplab.cli import ALSO, COMMANDS
+
+    script = (
+        "import contextlib, io, sys\n"
+        "from mptcplab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main({['sniff', '-r', str(DATA / 'kernel-v1-pm.pcap'), *mode]!r})\n"
+        "print(code, ' '.join(sorted(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    code, names = proc.stdout.split(" ", 1)
+    loaded = set(names.split())
+    assert code == "0" and "mptcplab.sniff" in loaded
+    unwanted = sorted(m for m in loaded if m.split(".")[0] in NOT_FOR_SNIFF
+                      or m.startswith(NOT_FOR_SNIFF))
+    assert unwanted == []
+    other_commands = {f"mptcplab.cli.{m}" for m in (*COMMANDS, *ALSO.values())} - {
+        "mptcplab.cli.sniff"}
+    assert loaded & other_commands == set()
+
+
+def test_each_command_gets_the_same_parser_alone_as_in_the_whole() -> None:
+    """`mptcplab CMD ...` builds only CMD's parser: its help (options, usage, exit codes)
+    is the one the whole parser gives."""
+    from mptcplab.cli import ALSO, COMMANDS, build_parser, module_of
+
+    def help_of(parser: Any, command: str) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        return out.getvalue()
+
+    whole = build_parser()
+    for command in (*COMMANDS, *ALSO):
+        assert module_of([command]) is not None
+        assert module_of(["--traceback", command, "-x"]) == module_of([command])
+        assert help_of(build_parser(module_of([command])), command) == help_of(whole, command)
+    for argv in ([], ["--help"], ["snif"], ["-r", "x"]):
+        assert module_of(argv) is None          # the whole parser answers
+
+
+def test_a_typo_in_the_command_lists_every_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "mptcplab.cli", "snif", "-r", "x"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == ExitStatus.USAGE
+    assert "invalid choice: 'snif'" in proc.stderr
+    assert all(f"'{name}'" in proc.stderr for name in ("decode", "sniff", "topo"))
+
+
+@pytest.mark.parametrize("path", OWN + OTHERS, ids=lambda p: p.name)
+def test_summary_tables_are_what_tabulate_prints(path: Path, monkeypatch: Any) -> None:
+    """The summary's tables are drawn without tabulate (start-up); tabulate, drawing the same
+    rows, is the reference."""
+    from tabulate import tabulate
+
+    from mptcplab.report import tables
+
+    _, ours, _ = cached("-r", str(path), "--summary")
+    monkeypatch.setattr(tables, "table", lambda rows, headers: tabulate(rows, headers=headers))
+    _, theirs, _ = sniff("-r", str(path), "--summary")
+    assert ours == theirs
