@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -125,7 +127,38 @@ def offline(capture: str, repeat: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def live(seconds: float, repeat: int) -> None:
+MODES = {"--json": ["--json"], "--summary": ["--summary"],
+         "--summary --json": ["--summary", "--json"]}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (tcpdump is started from a thread that
+    entered the namespace)."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def live_step(rate_mbit: int, mode: list[str], seconds: float, snaplen: int | None,
+              out: Path, nice: int = 0) -> dict[str, float]:
+    """One bulk upload through a lab with both links shaped to ``rate_mbit`` (0: unshaped),
+    sniffed in the client's namespace; the rate from the client's interface counters, the drops
+    from tcpdump's counters (the JSON summary, or the sniffer's last stderr line)."""
     sys.path.insert(0, str(ROOT / "tools"))
     from make_captures import (
         PORT,
@@ -147,53 +180,86 @@ def live(seconds: float, repeat: int) -> None:
                 total += st["rx_packets"] + st["tx_packets"]
         return total
 
+    rate = f"{rate_mbit}mbit" if rate_mbit else None
+    with Lab(two_paths(rate=rate)) as lab:
+        offloads_off(lab)
+        with out.open("w") as f:
+            argv = [*SNIFF, "any", "-n", lab["client"].netns, *mode]
+            if nice:
+                argv = ["nice", "-n", str(nice), *argv]
+            if snaplen:
+                argv += ["-s", str(snaplen)]
+            proc = subprocess.Popen([*argv, "tcp", "port", str(PORT)], stdout=f,
+                                    stderr=subprocess.PIPE, text=True)
+            assert proc.stderr is not None
+            proc.stderr.readline()          # "capturing on ...": tcpdump listens
+            tcpdump = next(iter(_children(proc.pid)), None)
+            server = Server(lab, socket.AF_INET)
+            cli = client_socket(lab, socket.AF_INET)
+            before, start = link_packets(lab), time.monotonic()
+            cpu0 = (_cpu_seconds(proc.pid), _cpu_seconds(tcpdump) if tcpdump else 0.0)
+            cli.connect(("10.0.1.2", PORT))
+            wait_for(lambda: subflows(lab) >= 1, what="the second subflow")
+            chunk = b"\0" * 65536
+            while time.monotonic() - start < seconds:
+                cli.sendall(chunk)
+            cli.shutdown(socket.SHUT_WR)
+            server.close()
+            cli.close()
+            elapsed, sent = time.monotonic() - start, link_packets(lab) - before
+            time.sleep(0.2)
+            cpu1 = (_cpu_seconds(proc.pid), _cpu_seconds(tcpdump) if tcpdump else 0.0)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=300)
+    if "--summary" in mode and "--json" in mode:
+        with out.open() as f:
+            counters = json.loads(f.read())["capture"]
+    else:                   # "mptcplab: N packets captured, N received by filter, ..."
+        counters = {"captured": _count(err, "packets captured"),
+                    "dropped_by_kernel": _count(err, "dropped by kernel")}
+    return {"rate": rate_mbit, "seconds": elapsed, "packets": sent, "pps": sent / elapsed,
+            "captured": counters.get("captured") or -1,
+            "dropped": -1 if counters.get("dropped_by_kernel") is None
+            else counters["dropped_by_kernel"],
+            "sniff_cpu": (cpu1[0] - cpu0[0]) / elapsed,
+            "tcpdump_cpu": (cpu1[1] - cpu0[1]) / elapsed}
+
+
+def _count(text: str, what: str) -> int | None:
+    found = re.findall(r"(\d+) " + what, text)
+    return int(found[-1]) if found else None
+
+
+def live(seconds: float, repeat: int, rates: list[int], modes: list[str],
+         snaplen: int | None, every_step: bool, nice: int = 0) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mptcplab-bench-"))
-    print(f"{'mode':22s} {'seconds':>7s} {'link pkts':>10s} {'pkts/s':>8s} {'captured':>9s} "
-          f"{'dropped by kernel':>17s} {'unread at stop':>14s}")
+    held: dict[str, list[float]] = {m: [] for m in modes}
+    print(f"live: {seconds:g} s bulk uploads over two paths, tbf-shaped (Mbit/s per link, "
+          f"0 = unshaped), snaplen {snaplen or 'default'}, nice {nice}; CPU used by the sniffer and by "
+          "tcpdump, in cores and in microseconds per packet captured")
+    print(f"{'mode':17s} {'Mbit/s':>6s} {'seconds':>7s} {'link pkts':>9s} {'pkts/s':>8s} "
+          f"{'captured':>9s} {'dropped':>8s} {'sniff cpu':>9s} {'us/pkt':>6s} "
+          f"{'tcpdump cpu':>11s} {'us/pkt':>6s}")
     for _ in range(repeat):
-        for mode in (["--summary", "--json"], ["--json"]):
-            with Lab(two_paths()) as lab:
-                offloads_off(lab)
-                out = tmp / "live.json"
-                with out.open("w") as f:
-                    proc = subprocess.Popen(
-                        SNIFF + ["any", "-n", lab["client"].netns, "-s", "128", *mode,
-                                 "tcp", "port", str(PORT)],
-                        stdout=f, stderr=subprocess.PIPE, text=True)
-                    assert proc.stderr is not None
-                    proc.stderr.readline()          # "capturing on ...": tcpdump listens
-                    server = Server(lab, socket.AF_INET)
-                    cli = client_socket(lab, socket.AF_INET)
-                    before, start = link_packets(lab), time.monotonic()
-                    cli.connect(("10.0.1.2", PORT))
-                    wait_for(lambda: subflows(lab) >= 1, what="the second subflow")
-                    chunk = b"\0" * 65536
-                    while time.monotonic() - start < seconds:
-                        cli.sendall(chunk)
-                    cli.shutdown(socket.SHUT_WR)
-                    server.close()
-                    cli.close()
-                    elapsed, sent = time.monotonic() - start, link_packets(lab) - before
-                    time.sleep(0.2)
-                    proc.send_signal(signal.SIGINT)
-                    _, err = proc.communicate(timeout=120)
-            stats = err.strip().splitlines()[-1]
-            numbers = {w: int(n) for n, w in _stat_pairs(stats)}
-            print(f"{' '.join(mode):22s} {elapsed:7.2f} {sent:10d} {sent / elapsed:8.0f} "
-                  f"{numbers.get('captured', -1):9d} {numbers.get('dropped by kernel', -1):17d} "
-                  f"{numbers.get('unread', 0):14d}")
+        for name in modes:
+            best = 0.0
+            for rate in rates:
+                r = live_step(rate, MODES[name], seconds, snaplen, tmp / "live.out", nice)
+                per = r["seconds"] * 1e6 / max(1, r["captured"])
+                print(f"{name:17s} {r['rate']:6d} {r['seconds']:7.2f} {r['packets']:9d} "
+                      f"{r['pps']:8.0f} {r['captured']:9d} {r['dropped']:8d} "
+                      f"{r['sniff_cpu']:9.2f} {r['sniff_cpu'] * per:6.1f} "
+                      f"{r['tcpdump_cpu']:11.2f} {r['tcpdump_cpu'] * per:6.1f}", flush=True)
+                if r["dropped"] == 0:
+                    best = max(best, r["pps"])
+                elif not every_step:
+                    break
+            held[name].append(best)
+    print("\nhighest rate held with 0 kernel drops, per run (packets/s):")
+    for name, values in held.items():
+        print(f"{name:17s} " + "  ".join(f"{v:8.0f}" for v in values)
+              + f"   best {max(values):8.0f}")
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _stat_pairs(line: str) -> list[tuple[str, str]]:
-    out = []
-    for part in line.removeprefix("mptcplab: ").split(", "):
-        number, _, what = part.partition(" ")
-        what = {"packets captured": "captured"}.get(what, what)
-        if what.startswith("left unread"):
-            what = "unread"
-        out.append((number, what))
-    return out
 
 
 def main() -> int:
@@ -201,13 +267,26 @@ def main() -> int:
     parser.add_argument("capture", nargs="?", help="pcap/pcapng (default: record one)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each (best is kept)")
     parser.add_argument("--live", type=float, metavar="SECONDS",
-                        help="measure live capture during a bulk transfer instead (root)")
+                        help="measure live capture during bulk transfers instead (root)")
+    parser.add_argument("--rates", default="100,200,300,400,600,800,1000,1300,0",
+                        help="--live: tbf rates to step through, Mbit/s per link, ascending "
+                             "(0: unshaped); default %(default)s")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="--live: sniffer modes, comma-separated; default %(default)s")
+    parser.add_argument("--snaplen", type=int, default=None,
+                        help="--live: the sniffer's -s (default: its own default)")
+    parser.add_argument("--every-step", action="store_true",
+                        help="--live: go on stepping after a step with drops")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="--live: run the sniffer (and its tcpdump) at this nice value "
+                             "(a negative one gives it precedence on a shared machine)")
     args = parser.parse_args()
     if args.live:
         if os.geteuid() != 0:
             print("bench_sniff: --live needs root (network namespaces)", file=sys.stderr)
             return 4
-        live(args.live, args.repeat)
+        live(args.live, args.repeat, [int(r) for r in args.rates.split(",")],
+             args.modes.split(","), args.snaplen, args.every_step, args.nice)
         return 0
     capture = args.capture
     if capture is None:

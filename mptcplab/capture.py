@@ -493,15 +493,25 @@ class LiveCapture:
     by its PID after the backlog), dies with this process even on SIGKILL (PR_SET_PDEATHSIG),
     never drops privileges (-Z root: the death signal survives, the file is writable), and
     gets the filter after ``--``.
+
+    ``immediate`` (tcpdump's --immediate-mode): each packet leaves the kernel's ring as it
+    comes. libpcap then uses a ring of fixed-size frames (TPACKET_V2), one snap length each:
+    with the default -B 64 MiB and a snap length of 262144 that is ~250 packets, and any
+    burst longer than tcpdump's wait for the CPU is dropped (measured: 65% of a 70k packets/s
+    transfer on this machine, with tcpdump alone). Without it (TPACKET_V3) packets are packed
+    into large blocks that the kernel hands over when full or after ``BLOCK_TIMEOUT``: no
+    drops at the same rate, but up to a second of delay, and a stop waits that long for the
+    last block.
     """
 
     DRAIN_LIMIT = 2.0       # seconds a stop request waits for the backlog to be decoded
-    QUIET = 0.1             # an empty pipe (or a file not growing) this long: all is written
+    BLOCK_TIMEOUT = 1.0     # tcpdump's pcap timeout: a partly filled ring block waits this long
 
     def __init__(self, iface: str, *, netns: str | None = None, netns_fd: int | None = None,
                  path: str | os.PathLike[str] | None = None, bpf: str = "",
                  snaplen: int = 262144, count: int = 0, buffer_kib: int | None = None,
-                 packet_buffered: bool = True, where: str | None = None) -> None:
+                 packet_buffered: bool = True, immediate: bool = True,
+                 where: str | None = None) -> None:
         if iface != "any" and not _IFACE_RE.match(iface):
             raise BadInput(f"bad interface name {iface!r}")
         if not 0 < snaplen <= 262144:
@@ -513,12 +523,18 @@ class LiveCapture:
         self.buffer_kib = buffer_kib or max(8192, snaplen)
         # each packet through the pipe (or into the file) as it comes
         self.packet_buffered = packet_buffered or self.path is not None
+        self.immediate = immediate
         self.proc: subprocess.Popen[bytes] | None = None
         self.stats: LiveStats | None = None
         self.stderr = ""
         self.where = where or iface + (f" in {netns}" if netns else "")
         self._stop_at: float | None = None
         self._interrupted = False
+
+    @property
+    def quiet(self) -> float:
+        """An empty pipe (or a file not growing) this long: all that was captured is written."""
+        return 0.1 if self.immediate else self.BLOCK_TIMEOUT + 0.2
 
     @property
     def packets(self) -> int | None:
@@ -530,12 +546,12 @@ class LiveCapture:
         return self.proc is not None and self.stats is None and self.proc.poll() is None
 
     def argv(self) -> list[str]:
-        # Immediate mode: each packet leaves the ring as it comes (without it, a stop loses the
-        # block the kernel has not handed over yet). -U: a write per packet (for people
-        # watching, and so a file can be read while it grows); without it tcpdump writes in
-        # buffer-sized chunks, far fewer system calls.
-        argv = ["tcpdump", "-i", self.iface, "-w", self.path or "-", "--immediate-mode", "-n",
+        # -U: a write per packet (for people watching, and so a file can be read while it
+        # grows); without it tcpdump writes in buffer-sized chunks, far fewer system calls.
+        argv = ["tcpdump", "-i", self.iface, "-w", self.path or "-", "-n",
                 "-Z", "root", "-B", str(self.buffer_kib), "-s", str(self.snaplen)]
+        if self.immediate:
+            argv.insert(5, "--immediate-mode")
         if self.packet_buffered:
             argv.insert(5, "-U")
         if self.count:
@@ -613,7 +629,7 @@ class LiveCapture:
         pipe is momentarily empty (flush output then).
 
         After ``request_stop()`` the records already captured are still delivered: tcpdump is
-        stopped once the pipe has stayed empty for ``QUIET`` seconds (the ring's backlog is
+        stopped once the pipe has stayed empty for ``quiet`` seconds (the ring's backlog is
         decoded), or after ``DRAIN_LIMIT`` seconds if traffic keeps coming faster than it is
         decoded.
         """
@@ -624,7 +640,7 @@ class LiveCapture:
             while True:
                 if self._stop_at is not None and not self._interrupted and (
                         time.monotonic() - self._stop_at > self.DRAIN_LIMIT
-                        or not select.select([fd], [], [], self.QUIET)[0]):
+                        or not select.select([fd], [], [], self.quiet)[0]):
                     self.interrupt()       # tcpdump writes what it holds and exits: EOF
                 if select.select([fd], [], [], 0)[0]:
                     return os.read(fd, n)
@@ -668,7 +684,7 @@ class LiveCapture:
                 os.kill(self.proc.pid, signal.SIGINT)
 
     def settle(self, limit: float = 2.0) -> None:
-        """(File mode) wait until the file has not grown for QUIET seconds: tcpdump exits on
+        """(File mode) wait until the file has not grown for ``quiet`` seconds: tcpdump exits on
         SIGINT without draining its ring, so packets of the last milliseconds would be lost."""
         if self.path is None or not self.running:
             return
@@ -681,7 +697,7 @@ class LiveCapture:
                 return
             if size != last:
                 last, since = size, time.monotonic()
-            elif time.monotonic() - since >= self.QUIET:
+            elif time.monotonic() - since >= self.quiet:
                 return
             time.sleep(0.02)
 

@@ -209,8 +209,8 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                 continue
             # -- link and IP: where the TCP header starts, the flow's key ----------------------
             if linktype == LINKTYPE_LINUX_SLL2:
-                ip = 20 if data[0:2] in _IP_TYPES else -1
-            elif linktype == LINKTYPE_ETHERNET and data[12:14] in _IP_TYPES:
+                ip = 20 if data.startswith(_IP_TYPES) else -1
+            elif linktype == LINKTYPE_ETHERNET and data.startswith(_IP_TYPES, 12):
                 ip = 14
             else:
                 ip = ip_offset(data, linktype)
@@ -219,18 +219,18 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                 continue
             version = data[ip] >> 4
             if version == 4:
-                if data[ip + 9] != 6 or _U16(data, ip + 6)[0] & 0x1FFF:
+                if data[ip + 9] != 6 or data[ip + 6] & 0x1F or data[ip + 7]:   # a fragment
                     continue
                 ihl = (data[ip] & 0x0F) << 2
                 tcp = ip + ihl
                 # addresses then ports, as flow_key() builds them
                 key = data[ip + 12:ip + 24] if ihl == 20 else \
                     data[ip + 12:ip + 20] + data[tcp:tcp + 4]
-                ip_payload = _U16(data, ip + 2)[0] - ihl
+                ip_payload = (data[ip + 2] << 8 | data[ip + 3]) - ihl
             elif version == 6 and size >= ip + 40 and data[ip + 6] == 6:
                 tcp = ip + 40
                 key = data[ip + 8:ip + 44]
-                ip_payload = _U16(data, ip + 4)[0]
+                ip_payload = data[ip + 4] << 8 | data[ip + 5]
             else:
                 _slow(data, linktype, frame, time, None, tracker, emitter)
                 continue
@@ -242,14 +242,15 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
             half = flows.get(key)
             # -- options: where the MPTCP ones are ---------------------------------------------
             pos = tcp + 20
-            if data[pos:pos + 4] == _TIMESTAMPS and pos + 12 <= end:
+            if data.startswith(_TIMESTAMPS, pos) and pos + 12 <= end:
                 pos += 12
             at = -1
             count = 0
             odd = end > size or doff < 20
             if not odd and pos < end and data[pos] == 30:
                 olen = data[pos + 1] if pos + 1 < end else 0
-                if olen >= 3 and pos + olen <= end and not data[pos + olen:end].strip(b"\x01"):
+                if olen >= 3 and (pos + olen == end or pos + olen < end
+                                  and not data[pos + olen:end].strip(b"\x01")):
                     at, count, pos = pos, 1, end        # one MPTCP option, NOPs after it
             while pos < end and not odd:
                 kind = data[pos]
@@ -402,6 +403,13 @@ def _written(records: Iterator[RecordTuple], writer: PcapWriter) -> Iterator[Rec
         yield rec
 
 
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _marks(out: TextIO) -> tuple[str, str, str]:
     try:
         "".join(UNICODE_MARKS).encode(out.encoding or "ascii")
@@ -452,9 +460,12 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
                 records = _filtered(records, bpf)
         else:
             assert opts.iface is not None
+            # Lines as packets come for people at a terminal (immediate mode); otherwise
+            # ring blocks, which hold up at high rates (see LiveCapture).
             live = LiveCapture(opts.iface, netns=opts.netns, bpf=opts.bpf, snaplen=opts.snaplen,
                                count=opts.count, buffer_kib=opts.buffer_kib,
-                               packet_buffered=not opts.summary).start()
+                               packet_buffered=not opts.summary,
+                               immediate=not opts.summary and _is_terminal(out)).start()
     except BaseException:
         if writer is not None:
             writer.discard()
