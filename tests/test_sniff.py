@@ -467,3 +467,33 @@ def test_summary_tables_are_what_tabulate_prints(path: Path, monkeypatch: Any) -
     monkeypatch.setattr(tables, "table", lambda rows, headers: tabulate(rows, headers=headers))
     _, theirs, _ = sniff("-r", str(path), "--summary")
     assert ours == theirs
+
+
+def test_the_live_capture_is_in_immediate_mode_only_for_a_terminal(monkeypatch: Any) -> None:
+    """Immediate mode (lines as packets come) costs a ring of ~250 full-size frames; the
+    sniffer asks for it only when a person is reading its lines."""
+    from mptcplab import sniff as sniff_module
+    from mptcplab.capture import LiveCapture
+
+    asked: list[dict[str, Any]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_start(self: LiveCapture) -> LiveCapture:
+        asked.append({"immediate": self.immediate, "U": "-U" in self.argv(),
+                      "flag": "--immediate-mode" in self.argv()})
+        raise Stop
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(LiveCapture, "start", fake_start)
+    for out, summary in ((Terminal(), False), (io.StringIO(), False), (Terminal(), True)):
+        with pytest.raises(Stop):
+            sniff_module.sniff(sniff_module.SniffOptions(iface="lo", summary=summary), out=out,
+                               err=io.StringIO())
+    assert asked == [{"immediate": True, "U": True, "flag": True},
+                     {"immediate": False, "U": True, "flag": False},
+                     {"immediate": False, "U": False, "flag": False}]
