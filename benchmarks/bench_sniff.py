@@ -1,7 +1,8 @@
 """How fast is `mptcplab sniff`, side by side with tshark on the same capture, in one run?
 
     python3 benchmarks/bench_sniff.py [CAPTURE] [--repeat N]     # offline
-    python3 benchmarks/bench_sniff.py --live SECONDS [--repeat N]  # live, in a lab (root)
+    python3 benchmarks/bench_sniff.py --live SECONDS [--repeat N] [--rates LIST] [--modes=LIST]
+                                      [--snaplen N] [--nice N]   # live, in labs (root)
 
 Without CAPTURE (as root) it first records one: a kernel MPTCP bulk transfer over two paths in a
 lab topology, segmentation offloads off, headers only (tools/make_captures.py --bulk).
@@ -11,13 +12,18 @@ Offline, for each tool, the best of N runs (interleaved, so a noisy machine hurt
   * sniff summary: mptcplab sniff -r F --summary > /dev/null      (decode + track + validate)
   * sniff json:    mptcplab sniff -r F --json > FILE
 each as a whole command (what a user waits for), and the same minus the tool's own start-up
-(the command on a one-packet copy of F: tshark loads its dissectors, Python imports Scapy),
+(the command on a one-packet copy of F: tshark loads its dissectors, Python its modules),
 which is the rate a long capture sees. Then the sniffer's loop in this process (no start-up).
+The package is byte-compiled first, as an installed one is (with PYTHONDONTWRITEBYTECODE set,
+as on the lab's build machine, every run would otherwise compile it again).
 
-Live: a lab with two unshaped paths and offloads off; `mptcplab sniff any -n CLIENT-NS -s 128`
-(with --summary --json, then with --json to a file) runs during a bulk upload of SECONDS; the
-rate is read from the client's interface counters, the drops from the kernel's capture ring
-(tcpdump's statistics).
+Live: for each mode (--json, --summary, --summary --json), a lab with two links tbf-shaped to
+each rate of --rates in turn (Mbit/s per link, 0 unshaped), offloads off, a bulk upload of
+SECONDS while `mptcplab sniff any -n CLIENT-NS MODE tcp port 5001` runs in the client's
+namespace; the rate from the client's interface counters, the drops from the kernel's capture
+ring (tcpdump's counters), the CPU the sniffer and tcpdump used from /proc. Stepping stops at
+the first rate with drops (--every-step goes on); the last table is, per mode and run, the
+highest rate held with 0 kernel drops.
 """
 
 from __future__ import annotations
@@ -40,10 +46,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SNIFF = [sys.executable, "-m", "mptcplab.cli", "sniff"]
 
 
-def wall(argv: list[str], stdout: object = subprocess.DEVNULL) -> float:
+def timed(argv: list[str], stdout: object = subprocess.DEVNULL) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of a command. On a shared machine the CPU
+    time is the steadier figure: waiting for a CPU inflates only the wall clock."""
     start = time.perf_counter()
-    subprocess.run(argv, stdout=stdout, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - start
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status:
+        raise SystemExit(f"bench_sniff: {' '.join(argv)} failed ({status})")
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
 
 def first_packet_copy(capture: str, path: Path) -> None:
@@ -57,10 +68,17 @@ def first_packet_copy(capture: str, path: Path) -> None:
         return
 
 
+def byte_compile() -> None:
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "mptcplab"), quiet=1)
+
+
 def offline(capture: str, repeat: int) -> None:
     from mptcplab.capture import iter_file
     from mptcplab.sniff import JsonEmitter, new_tracker, pump
 
+    byte_compile()
     packets = sum(1 for _ in iter_file(capture))
     tracker = new_tracker()
     pump(iter_file(capture), tracker)
@@ -84,30 +102,34 @@ def offline(capture: str, repeat: int) -> None:
                                [tshark, "-r", str(one), *fields], None), **commands}
     else:
         print("tshark not found (Debian package tshark): no comparison")
-    best: dict[str, tuple[float, float]] = {k: (1e9, 1e9) for k in commands}
+    # best (wall, CPU) of the whole command and of its start-up alone
+    best = {k: [1e9, 1e9, 1e9, 1e9] for k in commands}
     for _ in range(repeat):
         for name, (full, start_only, out) in commands.items():
             if out is not None:
                 with open(out, "w") as f:
-                    t_full = wall(full, f)
+                    whole = timed(full, f)
             else:
-                t_full = wall(full)
-            t_start = wall(start_only)
-            best[name] = (min(best[name][0], t_full), min(best[name][1], t_start))
+                whole = timed(full)
+            start = timed(start_only)
+            b = best[name]
+            best[name] = [min(b[0], whole[0]), min(b[1], start[0]),
+                          min(b[2], whole[1]), min(b[3], start[1])]
 
-    def rates(name: str) -> tuple[float, float]:
-        t_full, t_start = best[name]
-        return packets / t_full, packets / max(t_full - t_start, 1e-9)
-
-    print(f"\nbest of {repeat} runs, {packets} packets:")
-    print(f"{'command':16s} {'whole s':>8s} {'start-up s':>10s} {'pkts/s':>10s} "
+    print(f"\nbest of {repeat} runs, {packets} packets; wall clock, then CPU time:")
+    print(f"{'command':22s} {'whole s':>8s} {'start-up s':>10s} {'pkts/s':>10s} "
           f"{'pkts/s w/o start-up':>20s} {'x tshark':>9s} {'x w/o start-up':>15s}")
-    ref = rates("tshark") if "tshark" in best else None
-    for name in best:
-        whole, steady = rates(name)
-        ratio = f"{whole / ref[0]:9.1f} {steady / ref[1]:15.1f}" if ref else ""
-        print(f"{name:16s} {best[name][0]:8.3f} {best[name][1]:10.3f} {whole:10.0f} "
-              f"{steady:20.0f} {ratio}")
+    for column, label in ((0, "wall"), (2, "CPU")):
+        def rates(name: str, column: int = column) -> tuple[float, float]:
+            t_full, t_start = best[name][column], best[name][column + 1]
+            return packets / t_full, packets / max(t_full - t_start, 1e-9)
+
+        ref = rates("tshark") if "tshark" in best else None
+        for name in best:
+            whole, steady = rates(name)
+            ratio = f"{whole / ref[0]:9.1f} {steady / ref[1]:15.1f}" if ref else ""
+            print(f"{name + ' (' + label + ')':22s} {best[name][column]:8.3f} "
+                  f"{best[name][column + 1]:10.3f} {whole:10.0f} {steady:20.0f} {ratio}")
 
     # the loop alone, in this process
     records = list(iter_file(capture))
@@ -122,7 +144,7 @@ def offline(capture: str, repeat: int) -> None:
             if emitter is not None:
                 emitter.close()
             times.append(time.perf_counter() - start)
-        print(f"{label:16s} in-process, records already read: "
+        print(f"{label:22s} in-process, records already read: "
               f"{len(records) / min(times):10.0f} packets/s")
     shutil.rmtree(tmp, ignore_errors=True)
 

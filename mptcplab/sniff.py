@@ -290,7 +290,8 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                     _slow(data, linktype, frame, time, key, tracker, emitter)
                     continue
                 if dflags & 0x04:
-                    if not _U16(data, at + _DSS_DLL_AT[dflags])[0]:     # infinite mapping
+                    dll = at + _DSS_DLL_AT[dflags]
+                    if not (data[dll] or data[dll + 1]):                # infinite mapping
                         _slow(data, linktype, frame, time, key, tracker, emitter)
                         continue
                     half.mapped = True
