@@ -506,6 +506,7 @@ class LiveCapture:
 
     DRAIN_LIMIT = 2.0       # seconds a stop request waits for the backlog to be decoded
     BLOCK_TIMEOUT = 1.0     # tcpdump's pcap timeout: a partly filled ring block waits this long
+    GATHER = 64 << 10       # a read returning less: wait 2 ms before the next (no immediate mode)
 
     def __init__(self, iface: str, *, netns: str | None = None, netns_fd: int | None = None,
                  path: str | os.PathLike[str] | None = None, bpf: str = "",
@@ -635,19 +636,30 @@ class LiveCapture:
         """
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)          # try a read first: no select while data flows
+        last = [CHUNK]                      # bytes the last read returned
 
         def read(n: int) -> bytes:
+            if last[0] < self.GATHER and not self.immediate:
+                # Data is coming in driblets (tcpdump writes each packet): let a couple of
+                # milliseconds' worth gather rather than pay a read and a pass through the
+                # reader for every few packets. Without immediate mode the kernel hands
+                # packets over a ring block at a time anyway.
+                time.sleep(0.002)
             while True:
                 if self._stop_at is not None and not self._interrupted and (
                         time.monotonic() - self._stop_at > self.DRAIN_LIMIT
                         or not select.select([fd], [], [], self.quiet)[0]):
                     self.interrupt()       # tcpdump writes what it holds and exits: EOF
-                if select.select([fd], [], [], 0)[0]:
-                    return os.read(fd, n)
-                if idle is not None:
-                    idle()
-                if select.select([fd], [], [], 0.25)[0]:   # a stop request is seen within
-                    return os.read(fd, n)                   # a quarter of a second
+                try:
+                    chunk = os.read(fd, n)
+                except BlockingIOError:
+                    if idle is not None:
+                        idle()
+                    select.select([fd], [], [], 0.25)   # a stop request is seen within
+                    continue                            # a quarter of a second
+                last[0] = len(chunk) or CHUNK
+                return chunk
 
         try:
             yield from iter_stream(read, f"tcpdump on {self.where}")

@@ -497,3 +497,23 @@ def test_the_live_capture_is_in_immediate_mode_only_for_a_terminal(monkeypatch: 
     assert asked == [{"immediate": True, "U": True, "flag": True},
                      {"immediate": False, "U": True, "flag": False},
                      {"immediate": False, "U": False, "flag": False}]
+
+
+def test_lines_reach_the_output_in_large_writes_not_one_per_packet() -> None:
+    """With Python's buffering off (PYTHONUNBUFFERED, `python3 -u`) every write to stdout is a
+    system call: the sniffer hands its lines on ~64 KiB at a time (and when a live capture is
+    momentarily quiet), not a write per packet."""
+    from mptcplab.capture import iter_file
+    from mptcplab.sniff import JsonEmitter, new_tracker, pump
+
+    writes: list[str] = []
+    tracker = new_tracker()
+    emitter = JsonEmitter(tracker, writes.append)
+    pump(iter_file(SHARED / "iperf-mptcp-0-0.pcap") if SHARED.is_dir()
+         else iter_file(DATA / "kernel-v1-join.pcap"), tracker, emitter)
+    emitter.close()
+    text = "".join(writes)
+    lines = text.count("\n")
+    assert lines == tracker.mptcp_packets and lines > 10
+    assert len(writes) <= len(text) // (1 << 16) + 1
+    assert all(len(w) >= 1 << 16 for w in writes[:-1])
