@@ -51,7 +51,7 @@ def _status(code: int) -> ExitStatus:
     if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT):
         return ExitStatus.MISSING_TOOL
     if code in (errno.EINVAL, errno.ENOENT, errno.EEXIST, errno.ERANGE, errno.EBADF,
-                errno.ENODEV, errno.EADDRNOTAVAIL):
+                errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH):
         return ExitStatus.BAD_INPUT
     return ExitStatus.ERROR
 
