@@ -458,10 +458,10 @@ def daemon(args: argparse.Namespace) -> int:
     spec, *words = args.policy + args.words
     policy = make_policy(spec, words)
     netns = netns_of(args.netns)
-    if netns is not None:
-        from mptcplab import privileges
+    from mptcplab import privileges
 
-        privileges.require(f"entering namespace {netns}", privileges.CAP_SYS_ADMIN)
+    privileges.require("the path-manager daemon", privileges.CAP_NET_ADMIN,
+                       *((privileges.CAP_SYS_ADMIN,) if netns is not None else ()))
 
     def emit(rec: dict[str, Any]) -> None:
         print(json_line(rec) if args.json else record_line(rec), flush=True)

@@ -453,6 +453,10 @@ class PathManager:
             except nl.NetlinkError as exc:
                 sock.close()
                 raise MissingTool(str(exc)) from None
+            except PermissionError:
+                sock.close()
+                raise NotRoot("subscribing to the mptcp_pm events needs root "
+                              "(CAP_NET_ADMIN): run it with sudo") from None
         return self._events
 
     def unsubscribe(self) -> None:
