@@ -7,18 +7,12 @@ import itertools
 import time
 
 import pytest
-from support import (
-    connect,
-    expect_counters,
-    find_options,
-    mptcp_keys,
-    needs,
-    pattern,
-    wait_counter,
-)
+from support import expect_counters, needs, wait_counter
 
 from mptcplab import crypto
+from mptcplab.facts import find_options, mptcp_keys
 from mptcplab.topo import DropMptcpSubtype, Lab, catalogue
+from mptcplab.traffic import connect, pattern
 
 TIMEOUT = 1                     # net.mptcp.add_addr_timeout (s) on the announcing server
 MIN_RTO = 0.2                   # net.ipv4.tcp_rto_min_us in a new namespace

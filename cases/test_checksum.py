@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from support import (
-    FULL,
-    connect,
-    dss_checksum_failures,
-    expect_counters,
-    find_options,
-    first_difference,
-    has,
-    needs,
-    pattern,
-    transfer,
-    wait_counter,
-)
+from support import FULL, expect_counters, needs, wait_counter
 
+from mptcplab.facts import checksum_report, find_options, has
 from mptcplab.topo import CorruptPayload, Lab, catalogue
+from mptcplab.traffic import connect, first_difference, pattern, transfer
 
 SERVER = "10.0.2.1"          # client-router-server
 UP, DOWN = pattern(60_000), pattern(40_000, seed=3)
@@ -62,7 +52,7 @@ def test_checksum_negotiation(case, client_csum, server_csum, client_addr, serve
         maps = [o for s, o in find_options(segs, "DSS") if s.src == src and "dsn" in o]
         assert maps, f"no DSS mapping from the {direction}"
         assert {"checksum" in o for o in maps} == {either}, f"checksums from the {direction}"
-    report = dss_checksum_failures(segs)
+    report = checksum_report(segs)
     assert report.failures == []
     assert report.uncovered == 0
     assert (report.verified > 0) == either

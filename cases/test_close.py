@@ -6,20 +6,11 @@ import socket
 import struct
 
 import pytest
-from support import (
-    connect,
-    expect_counters,
-    find_options,
-    has,
-    mptcp_keys,
-    needs,
-    pattern,
-    payload_bytes,
-    wait_counter,
-    wait_for,
-)
+from support import expect_counters, needs, wait_counter, wait_for
 
+from mptcplab.facts import find_options, has, mptcp_keys, payload_bytes
 from mptcplab.topo import Lab, catalogue
+from mptcplab.traffic import connect, pattern
 
 pytestmark = needs("tcpdump")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from support import expect_counters, has, needs, pattern, transfer
+from support import expect_counters, needs
 
+from mptcplab.facts import has
 from mptcplab.topo import DropMpCapableSyn, Lab, StripMptcpOption, catalogue
+from mptcplab.traffic import pattern, transfer
 
 SERVER = "10.0.2.1"          # client-router-server: the server behind the router
 UP, DOWN = pattern(30_000), pattern(20_000, seed=1)

@@ -4,21 +4,18 @@ and MP_PRIO."""
 from __future__ import annotations
 
 import pytest
-from support import (
-    bytes_outside,
-    connect,
-    data_ranges,
-    expect_counters,
-    find_options,
-    mptcp_keys,
-    needs,
-    pattern,
-    payload_bytes,
-    wait_counter,
-)
+from support import expect_counters, needs, wait_counter
 
 from mptcplab import crypto
+from mptcplab.facts import (
+    bytes_outside,
+    data_ranges,
+    find_options,
+    mptcp_keys,
+    payload_bytes,
+)
 from mptcplab.topo import Lab, catalogue
+from mptcplab.traffic import connect, pattern
 
 SERVER = "10.0.3.1"             # wifi-cellular: the server behind the router
 WIFI, CELL = "10.0.1.1", "10.0.2.1"

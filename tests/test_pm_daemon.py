@@ -118,11 +118,11 @@ class Conns:
 
 def client_subflows(client: LabHost) -> dict[int, list]:
     """token -> the client's subflows, from sock_diag (as `ss -ti` reads it)."""
+    from mptcplab import namespaces
     from mptcplab.pm import diag
-    from mptcplab.topo import ns
 
     out: dict[int, list] = {}
-    for s in ns.run(client.fd, diag.subflows_here):
+    for s in namespaces.run(client.fd, diag.subflows_here):
         if s.state == 1:
             out.setdefault(s.token, []).append(s)
     return out

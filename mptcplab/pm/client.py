@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Self
 
+from mptcplab import namespaces
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
 from mptcplab.pm import netlink as nl
 from mptcplab.pm.events import Event, make_event
@@ -104,7 +105,7 @@ def open_netns(netns: str | int | None) -> tuple[int | None, bool]:
         return None, False
     if isinstance(netns, int):
         return netns, False
-    path = netns if "/" in netns else os.path.join("/run/netns", netns)
+    path = netns if "/" in netns else os.path.join(namespaces.NETNS_DIR, netns)
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC), True
     except FileNotFoundError:
@@ -118,12 +119,8 @@ def in_netns(fd: int | None, fn: Any, *args: Any) -> Any:
     """fn(*args) inside the namespace open at fd (in this thread when fd is None)."""
     if fd is None:
         return fn(*args)
-    # imported here: the namespaces helper sits in the topology package, whose builder
-    # imports this package's attribute builder
-    from mptcplab.topo import ns
-
     try:
-        return ns.run(fd, fn, *args)
+        return namespaces.run(fd, fn, *args)
     except PermissionError as exc:
         raise NotRoot(f"entering a network namespace needs root (CAP_SYS_ADMIN): "
                       f"{exc.strerror}") from None
