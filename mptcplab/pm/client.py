@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import select
 import socket
 import time
@@ -58,8 +59,13 @@ def _status(code: int) -> ExitStatus:
 
 
 def pm_error(exc: nl.NetlinkError, what: str) -> PmError:
-    """One line: what was asked, then the kernel's words (its extack, else strerror)."""
+    """One line: what was asked, then the kernel's words (its extack, else strerror). The
+    kernel wraps some failures as EINVAL with the real one in the text (`connect error: -98`):
+    that one is the error's errno."""
     code = exc.errno or errno.EIO
+    inner = re.search(r"error: -(\d+)$", exc.extack or "")
+    if inner and int(inner.group(1)) in errno.errorcode:
+        code = int(inner.group(1))
     if code in (errno.EPERM, errno.EACCES):
         return PmError(f"{what}: the kernel refused: needs CAP_NET_ADMIN in this network "
                        "namespace (run as root)", ExitStatus.NOT_ROOT, code, exc.extack)
@@ -464,13 +470,14 @@ class PathManager:
     def event_fileno(self) -> int:
         return self.subscribe().fileno()
 
-    def read_events(self) -> list[Event]:
-        """The events waiting now (blocks until at least one datagram is there). On
-        overflow raises OSError(ENOBUFS), counted in `self.enobufs`: events were lost."""
+    def read_events(self, block: bool = True) -> list[Event]:
+        """The events of the next queued datagram (blocking until there is one, unless
+        `block` is false: then BlockingIOError when none). On overflow raises
+        OSError(ENOBUFS), counted in `self.enobufs`: events were lost."""
         sub = self.subscribe()
         now = time.time()
         try:
-            batch = sub.read()
+            batch = sub.read(block)
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 self.enobufs += 1

@@ -36,6 +36,7 @@ from mptcplab.pm.policy import Connection, Outcome, Policy, Subflow, family_of, 
 PM_SYSCTLS = ("/proc/sys/net/mptcp/path_manager", "/proc/sys/net/mptcp/pm_type")
 USERSPACE = {"path_manager": "userspace", "pm_type": "1"}
 Record = dict[str, Any]
+MAX_BATCHES = 4096          # datagrams read in one go before timers and links get a turn
 
 
 def _read_write_sysctl(path: str, value: str | None) -> str:
@@ -237,24 +238,38 @@ class Daemon:
     # -- events ----------------------------------------------------------------------------
 
     def _read_events(self) -> None:
+        """Everything queued now. After an overflow the queue is read empty first (until it
+        is, the kernel reports no further drop), then the dumps are read: whatever was lost
+        before that point is in them."""
         assert self.pm is not None
-        try:
-            events = self.pm.read_events()
-        except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
-                raise
-            self.stats["enobufs"] += 1
+        overflow = False
+        block = True
+        for n in itertools.count():
+            if n >= MAX_BATCHES and not overflow:
+                break                     # timers and links get a turn; the rest comes next
+            try:
+                events = self.pm.read_events(block=block)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                overflow = True
+                self.stats["enobufs"] += 1
+                continue
+            block = False
+            for ev in events:
+                self.stats["events"] += 1
+                if self.verbose:
+                    self.record("event", "", kind="event", event=ev.NAME,
+                                **{k: v for k, v in _event_fields(ev).items()})
+                self._dispatch(ev)
+        if overflow:
+            size = self.pm.subscribe().grow()
             self.record("overflow", "the kernel dropped events (ENOBUFS: the subscription's "
                         "buffer was full); learning the connections again from sock_diag",
-                        kind="warning")
+                        kind="warning", rcvbuf=size)
             self.resync()
-            return
-        for ev in events:
-            self.stats["events"] += 1
-            if self.verbose:
-                self.record("event", "", kind="event", event=ev.NAME,
-                            **{k: v for k, v in _event_fields(ev).items()})
-            self._dispatch(ev)
 
     def _dispatch(self, ev: Event) -> None:
         p = self.policy
@@ -357,7 +372,8 @@ class Daemon:
                 self.record("forget", "connection closed while events were lost", conn=conn,
                             kind="info")
                 self._call(self.policy.on_closed, conn, None)
-        learned = []
+        learned: list[Connection] = []
+        caught_up: list[Connection] = []
         for token, c in live.items():
             saddr, daddr = unmap(c.saddr) or "", unmap(c.daddr) or ""
             conn = self.connections.get(token)
@@ -368,10 +384,14 @@ class Daemon:
                                   server_side=server, learned=True, created_at=time.time())
                 self.connections[token] = conn
             seen = {}
+            was_established = conn.established
             for s in by_token.get(token, []):
                 key = (unmap(s.saddr) or "", s.sport, unmap(s.daddr) or "", s.dport)
-                sub = conn.subflows.get(key) or Subflow(*key, loc_id=s.loc_id,
-                                                        rem_id=s.rem_id, if_idx=s.ifindex)
+                sub = conn.subflows.get(key)
+                if sub is None:
+                    sub = Subflow(*key, loc_id=s.loc_id, rem_id=s.rem_id, if_idx=s.ifindex)
+                    if conn.take_pending(key[0], key[2], key[3]) is not None:
+                        sub.mine = True            # one we asked for: no longer on its way
                 sub.backup = s.backup
                 seen[key] = sub
                 if s.flags & diag.MPTCP_SUBFLOW_FLAG_FULLY_ESTABLISHED:
@@ -380,11 +400,18 @@ class Daemon:
             if fresh:
                 self._seed_ids(conn)
                 learned.append(conn)
+            elif conn.established and not was_established:
+                caught_up.append(conn)              # its ESTABLISHED event was lost
         self.stats["learned"] += len(learned)
         if learned or not initial:
             self.record("learned" if initial else "resync",
-                        f"{len(learned)} connection(s) found in the sock_diag dump",
+                        f"{len(learned)} connection(s) found in the sock_diag dump"
+                        + (f", {len(caught_up)} found established" if caught_up else ""),
                         kind="info", tokens=[f"{c.token:08x}" for c in learned])
+        for conn in caught_up:
+            if not conn.data.get("kernel_pm"):
+                conn.established_at = time.time()
+                self._call(self.policy.on_established, conn, None)
         for conn in learned:
             if conn.data.get("kernel_pm"):
                 self.record("ignore", "opened under the in-kernel path manager, which keeps "

@@ -566,10 +566,24 @@ class EventSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def read(self) -> list[tuple[int, dict[str, Any]]]:
+    def grow(self, limit: int = 64 << 20) -> int:
+        """Double the kernel buffer (up to `limit`); the new size."""
+        size = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        want = min(limit, size * 2)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, want // 2)   # SO_RCVBUFFORCE
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want // 2)
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def read(self, block: bool = True) -> list[tuple[int, dict[str, Any]]]:
         """Every event in one datagram batch: (event type, attributes). Raises
-        OSError(ENOBUFS) when the kernel had to drop events (the buffer overflowed)."""
-        data = self.sock.recv(1 << 16)
+        OSError(ENOBUFS) when the kernel had to drop events (the buffer overflowed), and
+        BlockingIOError when not `block`ing and nothing is queued.
+
+        After an ENOBUFS the kernel stays quiet about further drops until the queue has been
+        read empty: a reader that wants to know it lost nothing more drains it, then looks."""
+        data = self.sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
         out = []
         off = 0
         fam_id = self.family.id

@@ -9,10 +9,10 @@ import random
 
 from mptcplab.pm.events import Event
 from mptcplab.pm.policies.ndiffports import NDiffPorts
-from mptcplab.pm.policy import Connection
+from mptcplab.pm.policy import Connection, Subflow
 
 PORT_RANGE = (32768, 60999)      # net.ipv4.ip_local_port_range's default
-TRIES = 5                        # a chosen port may be taken: try another of the same residue
+TRIES = 10                       # a port may be taken by a socket this policy does not know
 
 
 class Subflows(NDiffPorts):
@@ -23,11 +23,16 @@ class Subflows(NDiffPorts):
     def __init__(self, n: int = 2) -> None:
         super().__init__(n)
         self.rng = random.Random()
+        self.taken: set[tuple[str, int]] = set()      # (address, port) given to live subflows
 
-    def pick_port(self, residue: int) -> int:
+    def pick_port(self, addr: str, residue: int) -> int:
         lo, hi = PORT_RANGE
         first = lo + (residue - lo) % self.n
-        return first + self.n * self.rng.randrange((hi - first) // self.n + 1)
+        for _ in range(64):
+            port = first + self.n * self.rng.randrange((hi - first) // self.n + 1)
+            if (addr, port) not in self.taken:
+                return port
+        return port
 
     def on_established(self, conn: Connection, event: Event | None) -> None:
         if not self.acts_on(conn):
@@ -35,11 +40,20 @@ class Subflows(NDiffPorts):
         used = {s.sport % self.n for s in conn.subflows_between(conn.saddr, conn.daddr)}
         for residue in (r for r in range(self.n) if r not in used):
             for attempt in range(TRIES):
-                port = self.pick_port(residue)
+                port = self.pick_port(conn.saddr, residue)
                 why = (f"sport {port} mod {self.n} = {residue}, which no other subflow of "
                        f"{conn.saddr} -> {conn.daddr} has")
                 if attempt:
-                    why += f" (try {attempt + 1})"
+                    why += f" (try {attempt + 1}: the port before was in use)"
                 out = self.subflow_create(conn, conn.saddr, local_port=port, reason=why)
+                if out:
+                    self.taken.add((conn.saddr, port))
                 if out or out.errno != errno.EADDRINUSE:
                     break
+
+    def on_sub_closed(self, conn: Connection, sub: Subflow, event: Event | None) -> None:
+        self.taken.discard((sub.saddr, sub.sport))
+
+    def on_closed(self, conn: Connection, event: Event | None) -> None:
+        for sub in conn.subflows.values():
+            self.taken.discard((sub.saddr, sub.sport))
