@@ -5,6 +5,7 @@ an independent reader of what the client wrote (root)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -273,3 +274,45 @@ def test_ip_mptcp_reads_what_the_cli_wrote_and_back(host):
     assert cli("endpoint", "del", "5").returncode == 0
     assert cli("endpoint", "flush").returncode == 0
     assert host.run(["ip", "mptcp", "endpoint", "show"]).stdout == ""
+
+
+def test_the_kernel_is_asked_what_it_has(host):
+    """Commands come from the family's own list of operations, attributes from its netlink
+    policy (CTRL_CMD_GETPOLICY): a missing one is a one-line MissingTool."""
+    from mptcplab.pm import netlink as nl
+
+    pm = host.pm
+    assert set(nl.COMMAND_NAMES) <= pm.family.ops
+    assert set(pm.family.groups) == {"mptcp_pm_cmds", "mptcp_pm_events"}
+    assert nl.PM_CODEC.index["MPTCP_PM_ATTR_TOKEN"] in pm.genl.policy(nl.MPTCP_PM_CMD_GET_ADDR)
+    pm.require(nl.MPTCP_PM_CMD_SET_FLAGS, "MPTCP_PM_ATTR_TOKEN", "MPTCP_PM_ATTR_ADDR_REMOTE")
+    with pytest.raises(MissingTool) as exc:
+        pm.require(nl.MPTCP_PM_CMD_ADD_ADDR, "MPTCP_PM_ATTR_TOKEN")
+    assert str(exc.value) == ("this kernel's ADD_ADDR does not take MPTCP_PM_ATTR_TOKEN (its "
+                              "netlink policy lacks it)")
+    with pytest.raises(MissingTool) as exc:
+        pm.require(42)
+    assert exc.value.status == ExitStatus.MISSING_TOOL and "no 42 command" in str(exc.value)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_without_privileges_each_command_names_the_capability_it_lacks(host):
+    """Inside the node, capabilities dropped (setpriv): the kernel refuses, the message says
+    which capability is missing, nothing changes. From outside, -n needs CAP_SYS_ADMIN."""
+    import sys
+
+    drop = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]
+    py = [sys.executable, "-m", "mptcplab.cli", "pm"]
+    for args, words in ((["endpoint", "add", "10.9.9.9", "subflow"], "CAP_NET_ADMIN"),
+                        (["limits", "set", "subflows", "3"], "CAP_NET_ADMIN"),
+                        (["monitor", "--timeout", "1"], "CAP_NET_ADMIN"),
+                        (["daemon", "--policy", "fullmesh"], "CAP_NET_ADMIN")):
+        res = host.run([*drop, *py, *args], timeout=60)
+        assert res.returncode == ExitStatus.NOT_ROOT, (args, res.stderr)
+        assert res.stderr.startswith("mptcplab: error: ") and res.stderr.count("\n") == 1
+        assert words in res.stderr and "needs root" in res.stderr
+    res = subprocess.run([*drop, *py, "endpoint", "show", "-n", host.netns],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == ExitStatus.NOT_ROOT and "CAP_SYS_ADMIN" in res.stderr
+    assert host.pm.endpoints() == [] and host.pm.limits()["subflows"] == 2
+    assert host.sysctl("net.mptcp.path_manager") == "kernel"

@@ -341,3 +341,53 @@ def test_userspace_verbs_on_a_kernel_pm_connection_change_nothing():
         assert collect(pm) == []
         for s in (cli, srv, lst):
             s.close()
+
+
+def test_the_command_line_drives_the_same_verbs(pair):
+    """announce, subflow create/show/destroy, set-flags, remove and endpoint show token T
+    from the shell, on the lab's client named LAB:NODE; tokens as `pm monitor` prints them."""
+    import json
+    import subprocess
+    import sys
+
+    c4 = pair.conns["v4"]
+    node = f"{pair.lab.id}:client"
+    tok = f"{c4.client_token:08x}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "pm", *args, "-n", node],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr
+        return res
+
+    pair.drain()
+    cli("announce", "10.0.2.1", "id", "60", "token", tok)
+    (ann,) = [e for e in collect(pair.spm, "announced") if e.KIND == "announced"]
+    assert (ann.token, ann.rem_id, ann.daddr) == (c4.server_token, 60, "10.0.2.1")
+    # the announced address, with its id: a subflow from it (the kernel wants the same id)
+    cli("subflow", "create", "10.0.2.1", f"10.0.2.2:{APP4}", "id", "60", "backup",
+        "token", f"0x{tok}")
+    est = next(e for e in collect(pair.cpm, "sub_established") if e.KIND == "sub_established")
+    srv = next(e for e in collect(pair.spm, "sub_established") if e.KIND == "sub_established")
+    assert (est.loc_id, srv.rem_id, srv.backup) == (60, 60, 1)       # MP_JOIN with B set
+    shown = json.loads(cli("subflow", "show", "token", tok, "--json").stdout)
+    mine = [s for s in shown if s["sport"] == est.sport]
+    assert len(mine) == 1 and (mine[0]["loc_id"], mine[0]["backup"]) == (60, True)
+    assert mine[0]["token"] == c4.client_token
+    addrs = json.loads(cli("endpoint", "show", "token", tok, "--json").stdout)
+    assert (60, "10.0.2.1") in {(a["id"], a["addr"]) for a in addrs}
+    assert {(a["id"], a["addr"]) for a in pair.cpm.addresses(c4.client_token)} == \
+        {(a["id"], a["addr"]) for a in addrs}
+    cli("set-flags", f"10.0.2.1:{est.sport}", f"10.0.2.2:{APP4}", "nobackup", "token", tok)
+    prio = next(e for e in collect(pair.spm, "sub_priority") if e.KIND == "sub_priority")
+    assert (prio.backup, prio.dport) == (0, est.sport)
+    cli("subflow", "destroy", f"10.0.2.1:{est.sport}", f"10.0.2.2:{APP4}", "token", tok)
+    assert any(e.KIND == "sub_closed" for e in collect(pair.cpm, "sub_closed"))
+    # destroying the subflow made the kernel forget the local address it used (id 60)
+    assert 60 not in {a["id"] for a in pair.cpm.addresses(c4.client_token)}
+    cli("announce", "10.0.2.1", "id", "62", "token", tok)
+    collect(pair.spm, "announced")
+    cli("remove", "id", "62", "token", tok)
+    (rem,) = [e for e in collect(pair.spm, "removed") if e.KIND == "removed"]
+    assert (rem.token, rem.rem_id) == (c4.server_token, 62)
+    pair.drain()

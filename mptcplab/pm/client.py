@@ -67,8 +67,8 @@ def pm_error(exc: nl.NetlinkError, what: str) -> PmError:
     if inner and int(inner.group(1)) in errno.errorcode:
         code = int(inner.group(1))
     if code in (errno.EPERM, errno.EACCES):
-        return PmError(f"{what}: the kernel refused: needs CAP_NET_ADMIN in this network "
-                       "namespace (run as root)", ExitStatus.NOT_ROOT, code, exc.extack)
+        return PmError(f"{what} needs root (CAP_NET_ADMIN in this network namespace): run it "
+                       "with sudo", ExitStatus.NOT_ROOT, code, exc.extack)
     words = exc.extack or os.strerror(code)
     if exc.extack and os.strerror(code).lower() not in exc.extack.lower():
         words = f"{exc.extack} ({os.strerror(code)})"
@@ -195,7 +195,7 @@ class PathManager:
         name = nl.COMMAND_NAMES.get(cmd, str(cmd))
         if not self.supports(cmd):
             raise MissingTool(f"this kernel's mptcp_pm family has no {name} command "
-                              "(a userspace path manager needs Linux 5.19 or later)")
+                              "(its list of operations lacks it: the kernel is older)")
         if attrs:
             accepted = self.genl.policy(cmd)
             if accepted is None:

@@ -329,8 +329,6 @@ CTRL_ATTR_MCAST_GRP_NAME = 1
 CTRL_ATTR_MCAST_GRP_ID = 2
 CTRL_ATTR_POLICY_DO = 1
 CTRL_ATTR_POLICY_DUMP = 2
-NL_POLICY_TYPE_ATTR_TYPE = 1
-NL_POLICY_TYPE_ATTR_POLICY_IDX = 8
 HDR = struct.Struct("=IHHII")
 GENL_HDR = struct.Struct("=BBH")
 
@@ -381,9 +379,8 @@ class Family:
     maxattr: int
     ops: frozenset[int]
     groups: dict[str, int]
-    # per command: attribute numbers its `do` policy accepts (None: not asked yet / unknown)
+    # per command: attribute numbers its `do` policy accepts (None: the kernel cannot say)
     policies: dict[int, frozenset[int] | None] = field(default_factory=dict)
-    nested: dict[int, dict[int, frozenset[int]]] = field(default_factory=dict)
 
 
 _families: dict[str, Family] = {}
@@ -481,17 +478,13 @@ class GenlSocket:
             fam.policies[cmd] = None
             return None
         tables: dict[int, set[int]] = {}
-        nested: dict[int, int] = {}        # attribute number -> policy index of its nest
         do_idx: int | None = None
         for reply in replies:
             for atype, s, e in _tlvs(reply, 0, len(reply)):
                 if atype == CTRL_ATTR_POLICY:
                     for idx, ps, pe in _tlvs(reply, s, e):
-                        for attr_no, as_, ae in _tlvs(reply, ps, pe):
+                        for attr_no, _, _ in _tlvs(reply, ps, pe):
                             tables.setdefault(idx, set()).add(attr_no)
-                            for t, vs, _ in _tlvs(reply, as_, ae):
-                                if t == NL_POLICY_TYPE_ATTR_POLICY_IDX and idx == 0:
-                                    nested[attr_no] = struct.unpack_from("=I", reply, vs)[0]
                 elif atype == CTRL_ATTR_OP_POLICY:
                     for _op, os_, oe in _tlvs(reply, s, e):
                         for t, vs, _ in _tlvs(reply, os_, oe):
@@ -499,7 +492,6 @@ class GenlSocket:
                                 do_idx = struct.unpack_from("=I", reply, vs)[0]
         top = frozenset(tables.get(do_idx if do_idx is not None else 0, ()))
         fam.policies[cmd] = top
-        fam.nested[cmd] = {a: frozenset(tables.get(i, ())) for a, i in nested.items()}
         return top
 
     # -- requests --------------------------------------------------------------------------
