@@ -10,7 +10,8 @@ data) and stays open until the round ends. Per offered rate it reports:
 - the delay to SUBFLOW_CREATE: from the daemon reading CREATED to the kernel acknowledging
   SUBFLOW_CREATE (`since_created_ms` in its log), and end to end, from connect() returning in
   the generator to that acknowledgement (percentiles);
-- the daemon's CPU use and the event overflows (ENOBUFS) it met and repaired.
+- the daemon's CPU use (its CPU time over the round, from the first connection until the last
+  one had its subflow) and the event overflows (ENOBUFS) it met and repaired.
 
 A last round gives the daemon a tiny event buffer so that it overflows: every connection must
 still get its subflow, through the resync from sock_diag.
@@ -50,6 +51,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -62,6 +67,9 @@ def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
         client, server = lab["client"], lab["server"]
         cmd = [sys.executable, "-m", "mptcplab.cli", "pm", "daemon", "--json", "-n",
                f"{lab.id}:client", "--policy", "subflows", "2"]
+        if os.environ.get("BENCH_PM_PROFILE"):          # cProfile the daemon into this file
+            cmd[1:3] = ["-m", "cProfile", "-o", os.environ["BENCH_PM_PROFILE"], "-m",
+                        "mptcplab.cli"]
         if rcvbuf:
             cmd[6:6] = ["--rcvbuf", str(rcvbuf)]
         daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -105,7 +113,8 @@ def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
 
         def generate() -> None:
             t0 = time.monotonic()
-            n = int(rate * seconds)
+            # two descriptors per connection (client and server ends) stay open
+            n = min(int(rate * seconds), (fd_limit() - 500) // 2)
             for i in range(n):
                 due = t0 + i / rate
                 delay = due - time.monotonic()
@@ -121,8 +130,8 @@ def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
         elapsed = time.monotonic() - t_start
         tokens = {struct.unpack_from("=I", s.getsockopt(SOL_MPTCP, 1, 48), 12)[0]: t
                   for s, t in opened}
-        # wait until every connection has its 2 subflows (or 10 s pass)
-        deadline = time.monotonic() + 10
+        # wait until every connection has its 2 subflows (or 30 s pass)
+        deadline = time.monotonic() + 30
         while True:
             subs = namespaces.run(client.fd, diag.subflows_here)
             per = {}
@@ -133,8 +142,10 @@ def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
             if served == len(tokens) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        busy = time.monotonic() - t_start          # generation plus the wait for stragglers
+        last = busy - elapsed                      # the last one served, after generation
         cpu = cpu_seconds(daemon.pid) - cpu0
-        daemon.terminate()
+        daemon.send_signal(2)           # SIGINT: a clean stop (the profiler writes its file)
         daemon.wait(30)
         reader.join(5)
         stop.set()
@@ -156,22 +167,24 @@ def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
             json.dump({"missing": missing, "per": {str(k): v for k, v in per.items()},
                        "records": records}, f)
     return {"rate": rate, "opened": len(tokens), "achieved": len(tokens) / elapsed,
-            "served": served, "inner": inner, "outer": outer, "cpu": cpu / elapsed,
+            "served": served, "last": last, "inner": inner, "outer": outer, "cpu": cpu / busy,
             "enobufs": stop_rec.get("enobufs", 0), "resyncs": stop_rec.get("resyncs", 0),
             "learned": stop_rec.get("learned", 0), "failed": stop_rec.get("errors", 0)}
 
 
 def show(rows: list[dict]) -> None:
-    print(f"{'offered/s':>9} {'opened/s':>9} {'served':>13} {'CREATED->SUBFLOW_CREATE ms':>27} "
-          f"{'connect->SUBFLOW_CREATE ms':>27} {'daemon CPU':>10} {'ENOBUFS':>7} "
-          f"{'resyncs':>7}")
-    print(f"{'':>9} {'':>9} {'':>13} {'p50 / p90 / p99':>27} {'p50 / p90 / p99':>27}")
+    print(f"{'offered/s':>9} {'opened/s':>9} {'served':>13} {'backlog s':>9} "
+          f"{'CREATED->SUBFLOW_CREATE ms':>27} {'connect->SUBFLOW_CREATE ms':>30} "
+          f"{'daemon CPU':>10} {'ENOBUFS':>7} {'resyncs':>7}")
+    print(f"{'':>9} {'':>9} {'':>13} {'':>9} {'p50 / p90 / p99':>27} {'p50 / p90 / p99':>30}")
     for r in rows:
         inner = " / ".join(f"{pct(r['inner'], p):.2f}" for p in (50, 90, 99))
-        outer = " / ".join(f"{pct(r['outer'], p):.2f}" for p in (50, 90, 99))
+        outer = " / ".join(f"{pct(r['outer'], p):.1f}" for p in (50, 90, 99))
         print(f"{r['rate']:>9} {r['achieved']:>9.0f} {r['served']:>6}/{r['opened']:<6} "
-              f"{inner:>27} {outer:>27} {r['cpu'] * 100:>9.0f}% {r['enobufs']:>7} "
-              f"{r['resyncs']:>7}")
+              f"{r['last']:>9.1f} {inner:>27} {outer:>30} {r['cpu'] * 100:>9.0f}% "
+              f"{r['enobufs']:>7} {r['resyncs']:>7}")
+    print("(backlog: seconds after the last connection opened until every one had its "
+          "subflow, as sock_diag saw it, polled every 0.1 s)")
 
 
 def main() -> None:
@@ -186,7 +199,12 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"two-paths lab, daemon `subflows 2` on the client, {args.seconds:g} s per round; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at start\n")
-    rows = [one_round(int(r), args.seconds) for r in args.rates.split(",")]
+    rates = [int(r) for r in args.rates.split(",")]
+    most = max(rates) * args.seconds
+    if most > (fd_limit() - 500) // 2:
+        print(f"(at most {(fd_limit() - 500) // 2} connections per round: the limit of open "
+              f"files is {fd_limit()})\n")
+    rows = [one_round(r, args.seconds) for r in rates]
     show(rows)
     if args.overflow_rate:
         print(f"\nthe same at {args.overflow_rate}/s with a 4 KiB event buffer "

@@ -463,11 +463,22 @@ def daemon(args: argparse.Namespace) -> int:
     privileges.require("the path-manager daemon", privileges.CAP_NET_ADMIN,
                        *((privileges.CAP_SYS_ADMIN,) if netns is not None else ()))
 
-    def emit(rec: dict[str, Any]) -> None:
-        print(json_line(rec) if args.json else record_line(rec), flush=True)
+    lines: list[str] = []
 
-    Daemon(policy, netns, on_record=emit, rcvbuf=args.rcvbuf, verbose=args.verbose).run(
-        duration=args.duration, install_signals=True)
+    def emit(rec: dict[str, Any]) -> None:
+        lines.append(json_line(rec) if args.json else record_line(rec))
+
+    def flush() -> None:            # one write per turn of the loop, not one per record
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            lines.clear()
+
+    try:
+        Daemon(policy, netns, on_record=emit, on_idle=flush, rcvbuf=args.rcvbuf,
+               verbose=args.verbose).run(duration=args.duration, install_signals=True)
+    finally:
+        flush()
     return ExitStatus.OK
 
 

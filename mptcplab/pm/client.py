@@ -77,7 +77,7 @@ def pm_error(exc: nl.NetlinkError, what: str) -> PmError:
 
 def _ip(value: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return ipaddress.ip_address(str(value).split("%")[0])
+        return nl.parse_ip(str(value).split("%")[0])
     except ValueError:
         raise BadInput(f"{what}: {value!r} is not an IPv4 or IPv6 address") from None
 

@@ -52,18 +52,21 @@ class Daemon:
     """Run `policy` in the namespace `netns` (a name, a path, an fd, or None for here).
 
     `on_record(record)` receives every log record (a dict: decisions with their reason,
-    events when `verbose`, start/stop/resync notes); `rcvbuf` is the event subscription's
-    kernel buffer in bytes.
+    events when `verbose`, start/stop/resync notes), `on_idle()` is called when the loop
+    has handled everything queued (where an output stream is worth flushing); `rcvbuf` is the
+    event subscription's kernel buffer in bytes.
     """
 
     def __init__(self, policy: Policy, netns: str | int | None = None, *,
                  on_record: Callable[[Record], None] | None = None,
+                 on_idle: Callable[[], None] | None = None,
                  rcvbuf: int = DEFAULT_EVENT_RCVBUF, verbose: bool = False,
                  switch: bool = True) -> None:
         self.policy = policy
         policy.daemon = self
         self.netns = netns
         self.on_record = on_record or (lambda rec: None)
+        self.on_idle = on_idle or (lambda: None)
         self.rcvbuf = rcvbuf
         self.verbose = verbose
         self.switch = switch
@@ -107,6 +110,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self.policy.on_stop()
             self.record("stop", "stopping", kind="info", **self.stats)
+            self.on_idle()
         if self._sysctl is not None and self.pm is not None:
             path, old = self._sysctl
             self._sysctl = None
@@ -159,6 +163,7 @@ class Daemon:
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
             while not self._stop.is_set():
+                self.on_idle()                  # before waiting: what was logged goes out
                 now = time.monotonic()
                 wait = None
                 if self._timers:

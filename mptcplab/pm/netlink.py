@@ -22,6 +22,7 @@ own so that an overflow (ENOBUFS) is seen, never silently skipped.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -179,6 +180,12 @@ class mptcp_event_msg(genlmsg):
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """ipaddress.ip_address, remembered: a daemon sees the same few addresses all day."""
+    return ipaddress.ip_address(text)
+
+
 def address_attrs(addr: str | None = None, id: int | None = None, port: int | None = None,
                   flags: Any = None, ifindex: int | None = None) -> dict[str, Any]:
     """The one builder of an `address` nest (MPTCP_PM_ATTR_ADDR / _ADDR_REMOTE), for the
@@ -186,7 +193,7 @@ def address_attrs(addr: str | None = None, id: int | None = None, port: int | No
     converts it); `flags` by name or as a number."""
     attrs: list[tuple[str, Any]] = []
     if addr is not None:
-        ip = ipaddress.ip_address(addr)
+        ip = parse_ip(str(addr))
         if ip.version == 4:
             attrs += [("MPTCP_PM_ADDR_ATTR_FAMILY", socket.AF_INET),
                       ("MPTCP_PM_ADDR_ATTR_ADDR4", str(ip))]

@@ -52,9 +52,10 @@ Key = tuple[str, int, str, int]        # saddr, sport, daddr, dport
 
 
 def unmap(addr: str | None) -> str | None:
-    """::ffff:10.0.1.1 -> 10.0.1.1 (an IPv4 subflow of an IPv6 socket, as events show it)."""
-    if addr is None:
-        return None
+    """::ffff:10.0.1.1 -> 10.0.1.1 (an IPv4 subflow of an IPv6 socket, as sock_diag shows
+    it); other addresses as they are (already in the form inet_ntop writes)."""
+    if addr is None or not addr.startswith("::ffff:"):
+        return addr
     ip = ipaddress.ip_address(addr)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
