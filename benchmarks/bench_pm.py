@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -59,7 +58,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
@@ -195,7 +194,7 @@ def main() -> None:
     ap.add_argument("--overflow-rate", type=int, default=800,
                     help="rate of the round with a tiny event buffer (0: skip it)")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"two-paths lab, daemon `subflows 2` on the client, {args.seconds:g} s per round; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at start\n")

@@ -284,7 +284,7 @@ def doc_example() -> str:
     `## Writing a policy` heading)."""
     text = DOCS.read_text()
     section = text[text.index("## Writing a policy"):]
-    m = re.search(r"```python\n(.*?)```", section, re.S)
+    m = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert m, "docs/pm.md lost its example policy"
     return m.group(1)
 

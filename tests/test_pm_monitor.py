@@ -23,7 +23,7 @@ LISTENER = {"15": "LISTENER_CREATED", "16": "LISTENER_CLOSED"}
 
 def read_lines(proc: subprocess.Popen, timeout: float = 10.0) -> list[str]:
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=timeout)
+    out, _ = proc.communicate(timeout=timeout)
     return [line.rstrip() for line in out.splitlines() if line.strip()]
 
 
@@ -100,7 +100,7 @@ def test_monitor_shows_what_ip_mptcp_monitor_shows():
     with Lab(catalogue.get("two-paths", rate=None)) as lab:
         client, server = lab["client"], lab["server"]
         mons = {n: Monitors(lab, lab[n]) for n in ("client", "server")}
-        for n, m in mons.items():
+        for m in mons.values():
             wait_for(lambda m=m: ip_is_listening(m.host, m.ip))
         time.sleep(0.2)                      # the pokes' events reach every monitor
         # the scenario: a connection, the server's announced address joined, MP_PRIO,
@@ -154,7 +154,8 @@ def test_monitor_shows_what_ip_mptcp_monitor_shows():
 
 def test_monitor_usage_errors_are_one_line():
     res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "pm", "monitor", "-n",
-                          "mptl-nosuch-ns"], capture_output=True, text=True, timeout=60)
+                          "mptl-nosuch-ns"], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert res.returncode == 3 and res.stdout == ""
     assert res.stderr.startswith("mptcplab: error: no network namespace 'mptl-nosuch-ns'")
     assert res.stderr.count("\n") == 1

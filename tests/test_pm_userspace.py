@@ -218,7 +218,7 @@ def test_subflow_create_and_destroy(pair, direction, v, port):
     peer.announce(peer_token, raddr, 40, port=port)
     pair.drain()
     me.subflow_create(token, laddr, raddr, rport, local_id=23)
-    est = [e for e in collect(me, "sub_established") if e.KIND == "sub_established"][0]
+    est = next(e for e in collect(me, "sub_established") if e.KIND == "sub_established")
     fam = socket.AF_INET6 if ":" in laddr else socket.AF_INET
     assert (est.token, est.family, est.saddr, est.daddr, est.dport, est.loc_id, est.rem_id) == \
         (token, fam, laddr, raddr, rport, 23, 40)
@@ -226,7 +226,7 @@ def test_subflow_create_and_destroy(pair, direction, v, port):
     listener.close()
     pair.drain()
     me.subflow_destroy(token, laddr, est.sport, raddr, rport)
-    closed = [e for e in collect(me, "sub_closed") if e.KIND == "sub_closed"][0]
+    closed = next(e for e in collect(me, "sub_closed") if e.KIND == "sub_closed")
     assert (closed.token, closed.family, closed.saddr, closed.sport, closed.daddr,
             closed.dport, closed.loc_id, closed.rem_id) == (
         token, fam, laddr, est.sport, raddr, rport, 23, 40)
@@ -245,7 +245,7 @@ def test_ipv4_subflow_on_an_ipv6_connection(pair):
     assert (ann.token, ann.daddr, ann.rem_id, ann.dport) == (c6.client_token, "10.0.2.2", 50,
                                                               APP6)
     pair.cpm.subflow_create(c6.client_token, "10.0.2.1", "10.0.2.2", APP6, local_id=23)
-    est = [e for e in collect(pair.cpm, "sub_established") if e.KIND == "sub_established"][0]
+    est = next(e for e in collect(pair.cpm, "sub_established") if e.KIND == "sub_established")
     assert (est.token, est.family, est.saddr, est.daddr, est.loc_id, est.rem_id) == (
         c6.client_token, socket.AF_INET, "10.0.2.1", "10.0.2.2", 23, 50)
     listener.close()
@@ -261,7 +261,7 @@ def test_mp_prio(pair):
     pair.drain()
     pair.cpm.set_flags(c4.client_token, "10.0.1.1", "10.0.1.2", backup=True,
                        local_port=c4.client_port, remote_port=APP4)
-    prio = [e for e in collect(pair.spm, "sub_priority") if e.KIND == "sub_priority"][0]
+    prio = next(e for e in collect(pair.spm, "sub_priority") if e.KIND == "sub_priority")
     assert (prio.token, prio.backup, prio.saddr, prio.daddr) == (c4.server_token, 1,
                                                                  "10.0.1.2", "10.0.1.1")
     (pair.lab["client"].counters() - before["client"]).expect(MPTcpExtMPPrioTx=1)
