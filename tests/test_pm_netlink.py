@@ -172,7 +172,8 @@ def test_event_decoder_agrees_with_pyroute2(sport, token, saddr, backup):
     theirs.decode()
     assert mine == {k: v for k, v in theirs["attrs"]}
     assert ip_address(mine["MPTCP_ATTR_SADDR6"]) == saddr
-    assert data.find(sport.to_bytes(2, "big")) > 0          # the port goes network order
+    # the port goes network order: attribute 9 (SPORT), 6 bytes long, big-endian value
+    assert struct.pack("=HH", 6, 9) + sport.to_bytes(2, "big") in data
 
 
 def test_flags_and_tokens_read_as_people_write_them():
