@@ -17,7 +17,7 @@ import time
 
 from mptcplab.analysis import CLIENT
 from mptcplab.demo import HEADERS, Scene, diagram_of
-from mptcplab.errors import BadInput
+from mptcplab.errors import BadInput, LabError
 from mptcplab.facts import bytes_outside, data_ranges, payload_bytes
 from mptcplab.topo import catalogue
 from mptcplab.traffic import connect, pattern
@@ -91,6 +91,16 @@ def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float 
             router.nft("delete table inet mptcplab_demo_wifi\n")
             scene.event("the connection manager makes cellular a backup again")
             client.pm.endpoint("set", id=cell_ep["id"], flags=["backup"])
+            # The WiFi subflow resumes when its backed-off retransmission timer fires; if the
+            # kernel had marked it stale, it counts the recovery.
+            stale = (client.counters() - counters["client"])["MPTcpExtSubflowStale"]
+            if stale:
+                try:
+                    scene.wait_counter(client, counters["client"], "MPTcpExtSubflowRecover",
+                                       at_least=stale, timeout=20)
+                    scene.event("the WiFi subflow works again (MPTcpExtSubflowRecover)")
+                except LabError:
+                    scene.progress("the WiFi subflow did not recover within 20 s")
             time.sleep(after)
             marks["end"] = time.time()
             stop.set()

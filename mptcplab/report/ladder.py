@@ -331,6 +331,15 @@ ASCII = Glyphs("|", ":", "-", ">", "<", "|", "|", "X", "->", "...", "=", ("|", "
                ("->", "<-"), ASCII_MARKS)
 
 
+_ASCII = str.maketrans({"§": "sec. ", "✓": "ok", "✗": "BAD", "→": "->", "←": "<-",
+                        "⇄": "<->", "–": "-", "‖": "||", "…": "...", "⋯": "..."})
+
+
+def ascii_text(text: str) -> str:
+    """The text with the few symbols the ladder uses spelled in ASCII (anything else: ?)."""
+    return text.translate(_ASCII).encode("ascii", "replace").decode()
+
+
 def subflow_colour(number: int | None) -> str:
     return SUBFLOW_ANSI[((number or 1) - 1) % len(SUBFLOW_ANSI)]
 
@@ -351,12 +360,16 @@ class TextLadder:
         self.mid = self.lane // 2
 
     def _c(self, text: str, *styles: str) -> str:
+        if self.g is ASCII:
+            text = ascii_text(text)
         if not self.colour or not styles:
             return text
         return "".join(ANSI.get(s, s) for s in styles) + text + ANSI["reset"]
 
     def _lane(self, text: str, *styles: str, time: str = "") -> str:
         g = self.g
+        if g is ASCII:
+            text = ascii_text(text)
         body = text[:self.lane - 1].ljust(self.lane - 1)
         return f"{time:>{self.GUTTER - 1}} {g.bar} {self._c(body, *styles)}{g.bar}"
 
@@ -370,9 +383,7 @@ class TextLadder:
         if lad.title and self.title:
             out += [self._c(lad.title, "bold"), ""]
         for number, text in lad.subflows:
-            out.append(" " * self.GUTTER + self._c(text.replace("⇄", g.ways[0] + g.ways[1]
-                                                                if g is ASCII else "⇄"),
-                                                   subflow_colour(number)))
+            out.append(" " * self.GUTTER + self._c(text, subflow_colour(number)))
         if lad.subflows:
             out.append("")
         rows = max(len(lad.client), len(lad.network), len(lad.server))
@@ -387,7 +398,7 @@ class TextLadder:
                     if pos + k < len(line):
                         line[pos + k] = ch
             text = "".join(line).rstrip()
-            out.append(" " * self.GUTTER + (self._c(text, "bold") if i == 0 else text))
+            out.append(" " * self.GUTTER + self._c(text, *(("bold",) if i == 0 else ())))
         bars = [" "] * (self.lane + 2)
         bars[0], bars[self.mid], bars[-1] = g.bar, g.net, g.bar
         out.append(f"{'time (s)':>{self.GUTTER - 1}} " + "".join(bars))
@@ -444,7 +455,8 @@ class TextLadder:
         g = self.g
         bars = [" "] * (self.lane + 2)
         bars[0], bars[self.mid], bars[-1] = g.bar, g.net, g.bar
-        return [" " * self.GUTTER + "".join(bars), *self.ladder.footer]
+        return [" " * self.GUTTER + "".join(bars),
+                *(self._c(line) for line in self.ladder.footer)]
 
 
 def ladder_text(ladder: Ladder, *, width: int = 100, colour: bool = False,

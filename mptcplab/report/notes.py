@@ -115,9 +115,8 @@ class Narrator:
                                 "carries no HMAC.", "3.4.1")
                 text = f"The {who} announces another address it has: id {o['addr_id']}, {where}"
                 if o["hmac"] is not None:
-                    text += ("; the HMAC of both keys proves it comes from the "
-                             f"{who}: " + _checked(_verdict(ann, i, "hmac_valid"),
-                                                   "HMAC").removeprefix("the lab "))
+                    text += (f"; an HMAC of both keys proves it comes from the {who}, and "
+                             + _checked(_verdict(ann, i, "hmac_valid"), "HMAC"))
                 return Note(text + ".", "3.4.1")
             if kind == "REMOVE_ADDR":
                 ids = ", ".join(map(str, o["addr_ids"]))

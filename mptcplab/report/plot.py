@@ -97,7 +97,8 @@ def series(annotated: Iterable[Annotated], *, connection: int | None = None,
     candidates = {k: v for k, v in volume.items()
                   if (connection is None or k[0] == connection) and (side is None or k[1] == side)}
     if not candidates:
-        raise BadInput(f"connection {connection} carried no data from the "
+        which = "no connection" if connection is None else f"connection {connection}"
+        raise BadInput(f"{which} in the capture carried data from the "
                        f"{SIDE_NAMES[side or 0]}")
     conn, who = max(candidates, key=lambda k: candidates[k])
     mine = [p for p in placed if p.ann.connection == conn and p.side == who]
