@@ -27,6 +27,7 @@ from mptcplab.report.svg import (
     Box,
     ladder_svg,
     overlapping,
+    png_scale,
     svg_to_png,
     text_boxes,
 )
@@ -192,12 +193,21 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_png_is_the_svg_at_twice_the_size(tmp_path: Path) -> None:
+def test_png_is_the_svg_enlarged_up_to_a_pixel_budget(tmp_path: Path) -> None:
     annotated, _, _ = track(OWN[0])
-    svg = ladder_svg(build_ladder(annotated, connection=1))
-    width, height, _ = text_boxes(svg)
-    svg_to_png(svg, tmp_path / "l.png")
-    assert png_size(tmp_path / "l.png") == (int(width) * 2, int(height) * 2)
+    short = ladder_svg(build_ladder(annotated[:6], connection=1))
+    width, height, _ = text_boxes(short)
+    assert png_scale(width, height) == 2.0
+    svg_to_png(short, tmp_path / "short.png")
+    assert png_size(tmp_path / "short.png") == (int(width) * 2, int(height) * 2)
+    tall = ladder_svg(build_ladder(annotated, connection=1, every=True))
+    width, height, _ = text_boxes(tall)
+    scale = png_scale(width, height)
+    assert 1.0 <= scale < 2.0
+    svg_to_png(tall, tmp_path / "tall.png")
+    w, h = png_size(tmp_path / "tall.png")
+    assert abs(w - width * scale) <= 1 and abs(h - height * scale) <= 1
+    assert w * h <= 6_000_000 * 1.01
 
 
 # -- `mptcplab ladder` -------------------------------------------------------------------------

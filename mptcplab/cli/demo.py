@@ -96,6 +96,10 @@ def _list(args: argparse.Namespace) -> int:
     print(tabulate([[r["name"], r["summary"], r["topology"],
                      f"~{r['seconds']:g} s" if r["seconds"] else ""] for r in rows],
                    headers=["demo", "what it shows", "lab", "time"]))
+    print("\noptions (--set NAME=VALUE):")
+    for r in rows:
+        if r["options"]:
+            print(f"  {r['name']:<10} " + " ".join(f"{k}={v!r}" for k, v in r["options"].items()))
     print("\nrun one: mptcplab demo NAME  (-o DIR for the files, --step to go one step at a "
           "time, --json for data)")
     blocked = [r for r in rows if r["cannot_run"]]
@@ -156,7 +160,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json and args.step:
         raise LabError("--step is for people at a terminal, --json for programs: pick one",
                        ExitStatus.USAGE)
-    from mptcplab.demo import entry
+    from mptcplab.demo import entries, entry
 
     demo = entry(args.name)
     pager = Pager(args.step)
@@ -176,6 +180,11 @@ def _demo(args: argparse.Namespace) -> int:
     if failed:
         raise LabError(f"demo {', '.join(failed)}: some of what it states did not hold here "
                        "(see Checked above)")
+    if demo.sequence and not args.json:
+        others = [n for n, e in entries().items() if not e.sequence and n not in names]
+        print(f"\nThat was the {demo.name}. More: mptcplab demo {others[0] if others else 'NAME'}"
+              f" ({', '.join(others)}); `mptcplab demo` lists them all, --step goes one step "
+              "at a time.")
     return ExitStatus.OK
 
 
@@ -200,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="the steps, claims and facts as JSON lines (progress on stderr)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a demo option (see `mptcplab demo --json` for each demo's options)")
+                   help="a demo option (`mptcplab demo` lists each demo's options)")
     p.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
                    help="colour on the terminal (default: auto, off when NO_COLOR is set)")
     p.add_argument("--width", type=int, metavar="COLUMNS",

@@ -378,10 +378,11 @@ def run_demo(name: str, *, out: str | os.PathLike[str] | None = None,
             s = make_series(view.annotated, connection=scene.connection, side=req.side,
                             t0=ladder.t0)
             events = [(t - s.t0, text) for t, text in scene.events]
-            for suffix in (".svg", ".png") if png else (".svg",):
-                path = folder / f"{req.name}{suffix}"
-                plot_series(s, path, title=req.title, events=events, rates=req.rates)
-                files[f"{req.name} plot ({suffix[1:].upper()})"] = path
+            paths = [folder / f"{req.name}{suffix}"
+                     for suffix in ((".svg", ".png") if png else (".svg",))]
+            plot_series(s, paths, title=req.title, events=events, rates=req.rates)
+            for path in paths:
+                files[f"{req.name} plot ({path.suffix[1:].upper()})"] = path
             series[req.name] = s
     outcome = Outcome(name, demo.summary, demo.story, scene.diagram, folder, ladder,
                       view, scene.claims, scene.explanations, scene.facts, files, seconds,

@@ -9,6 +9,7 @@ application how fast the connection delivered, against each link's rate and thei
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ from mptcplab.topo.model import parse_rate
 from mptcplab.traffic import connect, pattern
 
 TOPOLOGY = "two-paths"
-SECONDS = 14
+SECONDS = 21
 ORDER = 70
 SERVER_ADDR = "10.0.1.2"
 WARMUP = 1.0            # seconds left out of the steady-state figures (slow start, the join)
@@ -58,9 +59,10 @@ def run(scene: Scene, *, rate1: str = "20mbit", rate2: str = "10mbit",
 
             def reader() -> None:
                 total = 0
-                while data := conn.server.recv(1 << 20):
-                    total += len(data)
-                    progress.append((time.time(), total))
+                with contextlib.suppress(OSError):      # closed under it on Ctrl-C
+                    while data := conn.server.recv(1 << 20):
+                        total += len(data)
+                        progress.append((time.time(), total))
 
             def writer() -> None:
                 while not stop.is_set():

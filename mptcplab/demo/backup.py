@@ -11,6 +11,7 @@ WiFi subflow recovers. The plot shows each subflow's share over time.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -24,7 +25,7 @@ from mptcplab.traffic import connect, pattern
 
 TOPOLOGY = "wifi-cellular"
 NEEDS = ("nft",)
-SECONDS = 9
+SECONDS = 18
 ORDER = 60
 SERVER_ADDR = "10.0.3.1"
 WIFI, CELL = "10.0.1.1", "10.0.2.1"
@@ -38,8 +39,8 @@ WIFI_DOWN = """table inet mptcplab_demo_wifi {
 """
 
 
-def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float = 4.0,
-        wifi_rate: str = "50mbit", cell_rate: str = "10mbit") -> None:
+def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float = 3.0,
+        wifi_rate: str = "20mbit", cell_rate: str = "10mbit") -> None:
     for name, value in (("before", before), ("outage", outage), ("after", after)):
         if not 0.5 <= value <= 30:
             raise BadInput(f"backup: {name} must be 0.5..30 seconds")
@@ -64,8 +65,9 @@ def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float 
             stop = threading.Event()
 
             def reader() -> None:
-                while data := conn.server.recv(1 << 20):
-                    read[0] += len(data)
+                with contextlib.suppress(OSError):      # closed under it on Ctrl-C
+                    while data := conn.server.recv(1 << 20):
+                        read[0] += len(data)
 
             def writer() -> None:
                 while not stop.is_set():

@@ -26,7 +26,7 @@ from mptcplab.traffic import connect, first_difference, pattern
 
 TOPOLOGY = "client-router-server"
 NEEDS = ("nft", "net.mptcp.checksum_enabled")
-SECONDS = 4
+SECONDS = 7
 ORDER = 50
 SERVER_ADDR = "10.0.2.1"
 M64 = 0xFFFFFFFFFFFFFFFF

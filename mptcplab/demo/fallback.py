@@ -18,7 +18,7 @@ from mptcplab.traffic import transfer, pattern
 
 TOPOLOGY = "client-router-server"
 NEEDS = ("nft", "net.mptcp.syn_retrans_before_tcp_fallback")
-SECONDS = 5
+SECONDS = 9
 ORDER = 40
 SERVER_ADDR = "10.0.2.1"
 

@@ -20,7 +20,7 @@ from mptcplab.topo import catalogue
 from mptcplab.traffic import connect, pattern
 
 TOPOLOGY = "client-router-server"
-SECONDS = 2
+SECONDS = 4
 ORDER = 10
 SERVER_ADDR = "10.0.2.1"
 

@@ -18,7 +18,7 @@ from mptcplab.topo import catalogue
 from mptcplab.traffic import connect, pattern
 
 TOPOLOGY = "wifi-cellular"
-SECONDS = 3
+SECONDS = 5
 ORDER = 20
 SERVER_ADDR = "10.0.3.1"
 CELL = "10.0.2.1"

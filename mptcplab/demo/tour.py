@@ -7,5 +7,5 @@ files of each go into a folder of their own.
 """
 
 SEQUENCE = ("handshake", "join", "add-addr")
-SECONDS = 12
+SECONDS = 11
 ORDER = 1

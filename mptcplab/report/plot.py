@@ -168,16 +168,18 @@ def _figure():  # -> matplotlib.figure.Figure
     return Figure
 
 
-def plot_series(s: Series, path: str | Path, *, title: str = "",
+def plot_series(s: Series, path: str | Path | Sequence[str | Path], *, title: str = "",
                 events: Sequence[tuple[float, str]] = (),
                 rates: Sequence[tuple[str, float]] = ()) -> None:
     """Two panels sharing the time axis: relative DSN of every segment per subflow (with
     retransmissions ×, reinjections ○ and the DATA_ACKs), then Mbit/s per subflow and for the
     connection. ``events`` are (seconds since the start, text), ``rates`` (label, Mbit/s)
-    reference lines (link rates and their sum)."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in (".svg", ".png"):
-        raise LabError(f"{path}: a plot is written as .svg or .png", ExitStatus.USAGE)
+    reference lines (link rates and their sum). One figure, written to each path given (SVG
+    or PNG by extension)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    for p in paths:
+        if Path(p).suffix.lower() not in (".svg", ".png"):
+            raise LabError(f"{p}: a plot is written as .svg or .png", ExitStatus.USAGE)
     Figure = _figure()
     fig = Figure(figsize=(13, 7.5), dpi=110, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
@@ -222,7 +224,9 @@ def plot_series(s: Series, path: str | Path, *, title: str = "",
                         "data"), xytext=(-4, 3), textcoords="offset points", ha="right",
                         va="bottom", fontsize=8, color="#555555")
     top.set_ylabel(f"data sequence number ({s.direction}, first byte = 1)")
-    top.ticklabel_format(axis="y", style="plain", useOffset=False)
+    from matplotlib.ticker import FuncFormatter
+
+    top.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     top.grid(True, color="#eeeeee")
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     bottom.set_ylabel(f"Mbit/s per {s.bin:g} s")
@@ -236,10 +240,11 @@ def plot_series(s: Series, path: str | Path, *, title: str = "",
     top.set_ylim(bottom=0)
     _events(top, bottom, events)
     fig.suptitle(title or f"connection {s.connection}, {s.direction}", fontsize=11)
-    try:
-        fig.savefig(str(path))
-    except OSError as exc:
-        raise LabError(f"cannot write {path}: {exc.strerror or exc}") from None
+    for p in paths:
+        try:
+            fig.savefig(str(p))
+        except OSError as exc:
+            raise LabError(f"cannot write {p}: {exc.strerror or exc}") from None
 
 
 def _events(top: Any, bottom: Any, events: Sequence[tuple[float, str]]) -> None:

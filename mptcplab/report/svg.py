@@ -178,7 +178,7 @@ def ladder_svg(ladder: Ladder) -> str:
             for i, (text, _) in enumerate(labels):
                 y += LINE
                 inner.text(cx + PAD, y, text, fill=GREY, style="italic", cls="gap")
-            y += PAD
+            y += PAD + 6
         elif isinstance(row, Event):
             y += LINE
             inner.text(time_right, y, f"{row.time:.6f}", anchor="end", fill="#8a5a00",
@@ -278,13 +278,24 @@ def overlapping(boxes: list[Box]) -> list[tuple[Box, Box]]:
     return found
 
 
-def svg_to_png(svg: str, path: str | Path, scale: float = 2.0) -> None:
-    """Render the SVG to a PNG (cairosvg; `scale` 2 for sharp slides)."""
+MAX_PNG_PIXELS = 6_000_000     # a tall ladder at twice its size takes seconds to encode
+
+
+def png_scale(width: float, height: float, wanted: float = 2.0) -> float:
+    """Twice the SVG's size for sharp slides, less for very tall ladders (never below 1)."""
+    return max(1.0, min(wanted, (MAX_PNG_PIXELS / max(1.0, width * height)) ** 0.5))
+
+
+def svg_to_png(svg: str, path: str | Path, scale: float | None = None) -> None:
+    """Render the SVG to a PNG (cairosvg), at ``png_scale`` of its size unless told."""
     try:
         import cairosvg
     except (ImportError, OSError) as exc:   # OSError: the cairo library itself is missing
         raise MissingTool(f"PNG output needs cairosvg and the cairo library ({exc}); "
                           "bash tools/setup.sh installs them, or write .svg") from None
+    if scale is None:
+        root = ET.fromstring(svg)
+        scale = png_scale(float(root.get("width", 0)), float(root.get("height", 0)))
     try:
         cairosvg.svg2png(bytestring=svg.encode(), write_to=str(path), scale=scale)
     except OSError as exc:
