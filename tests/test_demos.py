@@ -11,14 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from topo_fixtures import child, lab_ids_of_pid, namespaces_of, needs_nft, needs_root, \
-    needs_tcpdump, wait_line
+from topo_fixtures import (
+    lab_ids_of_pid,
+    namespaces_of,
+    needs_nft,
+    needs_root,
+    needs_tcpdump,
+    wait_line,
+)
 
 from mptcplab.analysis import CLIENT, SERVER
 from mptcplab.decode import decode_file
-from mptcplab.facts import has
 from mptcplab.demo import Outcome, entries, run_demo
+from mptcplab.facts import has
 from mptcplab.report.ladder import Arrow, Event
 from mptcplab.report.svg import overlapping, text_boxes
 

@@ -154,7 +154,7 @@ def test_the_overlap_check_finds_overlapping_and_escaping_text() -> None:
            '<text x="10" y="20" font-size="12" text-anchor="start">hello world</text>'
            '<text x="40" y="25" font-size="12" text-anchor="start">overlaps</text>'
            '<text x="190" y="90" font-size="12" text-anchor="middle">runs off</text></svg>')
-    width, height, boxes = text_boxes(svg)
+    width, _, boxes = text_boxes(svg)
     pairs = overlapping(boxes)
     assert [(a.text, b.text) for a, b in pairs] == [("hello world", "overlaps")]
     assert [b.text for b in boxes if b.x1 > width] == ["runs off"]
@@ -283,7 +283,7 @@ def test_ladder_and_plot_errors_are_one_line(tmp_path: Path) -> None:
 def test_placed_data_ranges_are_the_capture_facts_ranges(path: Path) -> None:
     """DataLevel (tracker-based) and facts.data_ranges (its own reassembly) agree on which
     data-level bytes travelled to and from each address."""
-    annotated, tracker, segments = track(path)
+    annotated, _, segments = track(path)
     level = DataLevel()
     spans: dict[str, list[tuple[int, int]]] = {}
     for ann in annotated:

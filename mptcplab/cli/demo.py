@@ -57,7 +57,7 @@ class Pager:
         if not self.enabled:
             return True
         tty = sys.stdin.isatty() and sys.stdout.isatty()
-        sys.stdout.write("    [Enter] next step · a + Enter: all the rest · q + Enter: stop ")
+        sys.stdout.write("    [Enter] next step, a + Enter: all the rest, q + Enter: stop ")
         sys.stdout.flush()
         answer = sys.stdin.readline()
         if tty:
@@ -111,22 +111,31 @@ def _list(args: argparse.Namespace) -> int:
 def _run_one(name: str, args: argparse.Namespace, pager: Pager, out: str | None) -> bool:
     from mptcplab.demo import run_demo
     from mptcplab.report import summary_text
-    from mptcplab.report.demo import demo_json_lines, files_lines, findings_lines, intro_lines
-    from mptcplab.report.ladder import TextLadder
+    from mptcplab.report.demo import (
+        demo_json_lines,
+        files_lines,
+        findings_lines,
+        intro_lines,
+    )
+    from mptcplab.report.ladder import TextLadder, ascii_text
     from mptcplab.report.lines import ASCII_MARKS, UNICODE_MARKS
 
     colour, unicode, width = terminal(args.color)
     width = args.width or width
     marks = UNICODE_MARKS if unicode else ASCII_MARKS
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else \
-        (lambda text: print(text, flush=True))
+
+    def show(text: str, file: Any = None) -> None:
+        print(text if unicode or file is sys.stderr else ascii_text(text), file=file,
+              flush=True)
+
+    say = (lambda text: show(text, sys.stderr)) if args.json else show
     def introduce(demo: Entry, folder: Path) -> None:
         if args.json:
             return
         lines = intro_lines(name, demo.summary, demo.story)
-        print(("\033[1m" + lines[0] + "\033[0m") if colour else lines[0])
-        print("\n".join(lines[1:]))
-        print(f"\n(files go to {folder})\n", flush=True)
+        show(("\033[1m" + lines[0] + "\033[0m") if colour else lines[0])
+        show("\n".join(lines[1:]))
+        show(f"\n(files go to {folder})\n")
 
     outcome = run_demo(name, out=out, options=_options(args.set), say=say, started=introduce)
     if args.json:
@@ -144,13 +153,12 @@ def _run_one(name: str, args: argparse.Namespace, pager: Pager, out: str | None)
             pager.enabled = False
         print("\n".join(view.row(row)), flush=True)
     print("\n".join(view.footer()))
-    text = "\n".join(findings_lines(outcome, marks))
-    print(text if unicode else text.replace("✓", "ok").replace("✗", "BAD"))
-    print()
-    print("What the sniffer makes of the capture:")
-    print(summary_text(outcome.tracker, marks))
-    print()
-    print("\n".join(files_lines(outcome)))
+    show("\n".join(findings_lines(outcome, marks)))
+    show("")
+    show("What the sniffer makes of the capture:")
+    show(summary_text(outcome.tracker, marks))
+    show("")
+    show("\n".join(files_lines(outcome)))
     return outcome.ok
 
 
@@ -172,7 +180,7 @@ def _demo(args: argparse.Namespace) -> int:
         out = args.output if len(names) == 1 or args.output is None else \
             os.path.join(args.output, name)
         if i and not args.json:
-            print("\n" + "━" * 60 + "\n")
+            print("\n" + ("━" if terminal(args.color)[1] else "=") * 60 + "\n")
             if not pager.wait():
                 break
         if not _run_one(name, args, pager, out):

@@ -30,8 +30,10 @@ def _track(path: str, limit: int) -> tuple[list[Any], Any]:
     tracker.finish()
     tracker.packets = packets
     if not tracker.connections:
+        orphans = (f"; {len(tracker.orphans)} subflow(s) carried MPTCP options but their "
+                   "handshake is not in it" if tracker.orphans else "")
         raise BadInput(f"{path}: no MPTCP connection in the capture"
-                       + (f" (first {limit} packets)" if limit else ""))
+                       + (f" (first {limit} packets)" if limit else "") + orphans)
     return annotated, tracker
 
 
@@ -111,7 +113,7 @@ def _plot(args: argparse.Namespace) -> int:
     from mptcplab.report.plot import plot_series, series
 
     _output(args.output)
-    annotated, tracker = _track(args.read, args.count)
+    annotated, _ = _track(args.read, args.count)
     side = {"client": CLIENT, "server": SERVER, None: None}[args.sender]
     s = series(annotated, connection=args.conn, side=side, bin=args.bin)
     plot_series(s, args.output, title=args.title or f"{Path(args.read).name}: connection "

@@ -12,11 +12,11 @@ the plots a demo asked for, and writes the files.
 from __future__ import annotations
 
 import contextlib
-import textwrap
 import json
 import os
 import shutil
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -372,7 +372,8 @@ def run_demo(name: str, *, out: str | os.PathLike[str] | None = None,
         svg_to_png(svg, files["ladder (PNG)"])
     series: dict[str, Series] = {}
     if scene.plots:
-        from mptcplab.report.plot import plot_series, series as make_series
+        from mptcplab.report.plot import plot_series
+        from mptcplab.report.plot import series as make_series
 
         for req in scene.plots:
             s = make_series(view.annotated, connection=scene.connection, side=req.side,

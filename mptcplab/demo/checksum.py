@@ -52,7 +52,7 @@ def run(scene: Scene, *, size: int = 1_000_000, nth: int = 60, watch: float = 1.
         raise BadInput("checksum: watch must be 0.2..30 seconds")
     box = CorruptPayload(nth=nth, offset=10, value=0xFF, dport=5000)
     topo = catalogue.get(TOPOLOGY, middleboxes=[box], checksum=True)
-    scene.network_label = ["network", f"router: rewrites a byte", f"of data segment {nth}"]
+    scene.network_label = ["network", "router: rewrites a byte", f"of data segment {nth}"]
     sent = pattern(size)
     got: list[bytes] = []
     with scene.lab(topo) as lab:
@@ -175,7 +175,7 @@ def run(scene: Scene, *, size: int = 1_000_000, nth: int = 60, watch: float = 1.
                bytes_after_mp_fail=after, mappings_after_mp_fail=mapped_after,
                bytes_before_mp_fail=sent_before,
                fallback=conn_.fell_back())
-    for frame, text in changed.items():
+    for frame in changed:
         scene.note(frame, "The router rewrote one byte of this segment and fixed the TCP "
                    "checksum, so TCP accepts it; only the DSS checksum of its mapping covers "
                    "the payload end to end.", "3.3.1")

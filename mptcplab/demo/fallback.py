@@ -14,7 +14,7 @@ from mptcplab.demo import Scene, mptcp_info
 from mptcplab.errors import BadInput
 from mptcplab.facts import has
 from mptcplab.topo import DropMpCapableSyn, catalogue
-from mptcplab.traffic import transfer, pattern
+from mptcplab.traffic import pattern, transfer
 
 TOPOLOGY = "client-router-server"
 NEEDS = ("nft", "net.mptcp.syn_retrans_before_tcp_fallback")

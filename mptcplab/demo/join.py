@@ -55,7 +55,7 @@ def run(scene: Scene, *, size: int = 1_000_000) -> None:
         return
     if not scene.claim("the capture holds both keys", None not in conn_.keys):
         return
-    (syn_ann, syn), (synack_ann, synack), (ack_ann, ack) = syns[0], synacks[0], acks[0]
+    (syn_ann, syn), (_, synack), (_, ack) = syns[0], synacks[0], acks[0]
     ckey, skey = conn_.keys[CLIENT], conn_.keys[SERVER]
     assert ckey is not None and skey is not None
     r_a, r_b = syn["nonce"], synack["nonce"]

@@ -332,7 +332,8 @@ ASCII = Glyphs("|", ":", "-", ">", "<", "|", "|", "X", "->", "...", "=", ("|", "
 
 
 _ASCII = str.maketrans({"§": "sec. ", "✓": "ok", "✗": "BAD", "→": "->", "←": "<-",
-                        "⇄": "<->", "–": "-", "‖": "||", "…": "...", "⋯": "..."})
+                        "⇄": "<->", "–": "-", "—": "-", "‖": "||", "…": "...", "⋯": "...",
+                        "·": "-", "─": "-", "│": "|", "┊": ":", "═": "=", "━": "="})
 
 
 def ascii_text(text: str) -> str:
@@ -374,6 +375,8 @@ class TextLadder:
         return f"{time:>{self.GUTTER - 1}} {g.bar} {self._c(body, *styles)}{g.bar}"
 
     def _wrap(self, text: str, indent: str = "") -> list[str]:
+        if self.g is ASCII:
+            text = ascii_text(text)
         return textwrap.wrap(text, self.lane - 2, subsequent_indent=indent,
                              break_long_words=True, break_on_hyphens=False) or [""]
 
