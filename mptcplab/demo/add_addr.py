@@ -20,7 +20,7 @@ from mptcplab.topo import catalogue
 from mptcplab.traffic import connect, pattern
 
 TOPOLOGY = "two-paths"
-SECONDS = 4
+SECONDS = 5
 ORDER = 30
 SERVER_ADDR = "10.0.1.2"
 ANNOUNCED = "10.0.2.2"

@@ -22,7 +22,7 @@ from mptcplab.topo.model import parse_rate
 from mptcplab.traffic import connect, pattern
 
 TOPOLOGY = "two-paths"
-SECONDS = 21
+SECONDS = 18
 ORDER = 70
 SERVER_ADDR = "10.0.1.2"
 WARMUP = 1.0            # seconds left out of the steady-state figures (slow start, the join)

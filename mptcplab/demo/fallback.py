@@ -18,7 +18,7 @@ from mptcplab.traffic import pattern, transfer
 
 TOPOLOGY = "client-router-server"
 NEEDS = ("nft", "net.mptcp.syn_retrans_before_tcp_fallback")
-SECONDS = 9
+SECONDS = 8
 ORDER = 40
 SERVER_ADDR = "10.0.2.1"
 

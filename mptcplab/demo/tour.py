@@ -7,5 +7,5 @@ files of each go into a folder of their own.
 """
 
 SEQUENCE = ("handshake", "join", "add-addr")
-SECONDS = 11
+SECONDS = 6
 ORDER = 1
