@@ -249,22 +249,28 @@ def plot_series(s: Series, path: str | Path | Sequence[str | Path], *, title: st
 
 def _events(top: Any, bottom: Any, events: Sequence[tuple[float, str]]) -> None:
     """Vertical lines at the events, their labels stacked down from the top of the upper
-    panel: a label goes on the first level where it clears the one before it."""
+    panel: a label goes on the first level where it clears the others, to the right of its
+    line, or to the left where it would run past the right edge."""
     if not events:
         return
     left, right = top.get_xlim()
     width_px = top.get_window_extent().width or 800
     per_char = 5.2 / width_px * (right - left)      # an 8 pt character, in data units
-    ends: list[float] = []                           # where each level's last label ends
+    levels: list[list[tuple[float, float]]] = []     # the spans taken on each level
     for t, text in sorted(events):
         for ax in (top, bottom):
             ax.axvline(t, color="#8a5a00", linestyle=(0, (5, 3)), linewidth=1)
-        level = next((i for i, end in enumerate(ends) if end < t), len(ends))
-        if level == len(ends):
-            ends.append(0.0)
-        ends[level] = t + (len(text) + 2) * per_char
+        span = (len(text) + 2) * per_char
+        leftward = t + span > right
+        lo, hi = (t - span, t) if leftward else (t, t + span)
+        level = next((i for i, taken in enumerate(levels)
+                      if all(hi <= a or lo >= b for a, b in taken)), len(levels))
+        if level == len(levels):
+            levels.append([])
+        levels[level].append((lo, hi))
         top.annotate(text, xy=(t, 1.0), xycoords=("data", "axes fraction"),
-                     xytext=(3, -4 - 13 * level), textcoords="offset points", ha="left",
+                     xytext=(-3 if leftward else 3, -4 - 13 * level),
+                     textcoords="offset points", ha="right" if leftward else "left",
                      va="top", fontsize=8, color="#8a5a00",
                      bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
                            "alpha": 0.9})
