@@ -149,3 +149,73 @@ def checksum_report(segments: list[Segment]) -> ChecksumReport:
             else:
                 report.failures.append(f"{segment_line(ann.seg)}: checksum does not verify")
     return report
+
+
+def network_effects(near: list[Segment], far: list[Segment],
+                    near_addrs: set[str]) -> dict[int, str]:
+    """What the network did to segments, from captures at both ends of it: ``near`` taken at
+    the host owning ``near_addrs``, ``far`` at the other end. Returns, by frame of ``near``:
+    "dropped in the network" for a segment the near host sent that never reached the far
+    capture; "changed in the network: ..." for one whose MPTCP options or payload differ
+    between the two (the options each way, or the first differing byte as sent and as
+    received). Segments are matched by addresses, ports, flags, sequence and acknowledgment
+    numbers, length and MPTCP options (each copy once: a SYN sent three times and arrived once
+    was dropped twice). Both captures must have run the whole time, and keep whole payloads
+    for a changed byte to be seen."""
+    def base(s: Segment) -> tuple[Any, ...]:
+        return (s.src, s.sport, s.dst, s.dport, s.tcp_flags, s.seq, s.ack, s.payload_len)
+
+    def opts(s: Segment) -> tuple[Any, ...]:
+        return tuple((o["subtype"], o["length"]) for o in s.options)
+
+    def words(s: Segment) -> str:
+        return ", ".join(f"{o['subtype']} ({o['length']} bytes)" for o in s.options) or "none"
+
+    exact: dict[tuple[Any, ...], list[Segment]] = {}
+    loose: dict[tuple[Any, ...], list[Segment]] = {}
+    for seg in far:
+        exact.setdefault(base(seg) + opts(seg), []).append(seg)
+    covered: dict[tuple[str, int, str, int], list[tuple[int, int]]] = {}
+    for seg in far:
+        if seg.payload_len:
+            covered.setdefault((seg.src, seg.sport, seg.dst, seg.dport), []).append(
+                (seg.seq, seg.payload_len))
+    out: dict[int, str] = {}
+    unmatched: list[Segment] = []
+    for seg in near:
+        twins = exact.get(base(seg) + opts(seg))
+        if not twins:
+            unmatched.append(seg)
+            continue
+        other = twins.pop(0)
+        if not seg.payload_len or seg.payload == other.payload:
+            continue
+        sent_here = seg.src in near_addrs
+        sent, got = (seg.payload, other.payload) if sent_here else (other.payload, seg.payload)
+        diffs = [i for i, (a, b) in enumerate(zip(sent, got)) if a != b]
+        if diffs:
+            i = diffs[0]
+            out[seg.frame] = (f"changed in the network: payload byte {i} sent as "
+                              f"{sent[i]:#04x}, received as {got[i]:#04x}"
+                              + (f" ({len(diffs)} bytes differ)" if len(diffs) > 1 else ""))
+    for rest in exact.values():
+        for seg in rest:
+            loose.setdefault(base(seg), []).append(seg)
+    for seg in unmatched:
+        sent_here = seg.src in near_addrs
+        twins = loose.get(base(seg))
+        if twins:
+            other = twins.pop(0)
+            sent, got = (seg, other) if sent_here else (other, seg)
+            out[seg.frame] = (f"changed in the network: MPTCP options sent {words(sent)}, "
+                              f"received {words(got)}")
+            continue
+        if not sent_here:
+            continue
+        flow = covered.get((seg.src, seg.sport, seg.dst, seg.dport), [])
+        if seg.payload_len and any((seg.seq - s) & 0xFFFFFFFF < n or
+                                   (s - seg.seq) & 0xFFFFFFFF < seg.payload_len
+                                   for s, n in flow):
+            continue                # its bytes arrived, cut differently (offloads)
+        out[seg.frame] = "dropped in the network"
+    return out
