@@ -182,8 +182,6 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "without them) both ends fall back to TCP and the data arrives intact."),
     R("3.7-mp-fail", "3.7", "MUST", "A checksum failure on a connection with one subflow is "
       "answered with MP_FAIL carrying the DSN of the failed mapping."),
-    R("3.7-mp-fail-not-delivered", "3.7", "MUST NOT", "Data whose checksum failed is not "
-      "delivered to the application."),
     R("3.7-infinite-mapping", "3.7", "MUST", "The receiver of MP_FAIL (one subflow) falls "
       "back: its data carries an infinite mapping and keeps flowing."),
     R("3.7-fallback-stream", "3.7", "MUST", "After a checksum failure on the only subflow the "

@@ -197,6 +197,7 @@ class MptcpPeer:
         if unknown:
             raise LabError(f"cannot withhold {', '.join(sorted(unknown))} (only: dss)")
         self.synack: Segment | None = None         # the kernel's SYN-ACK to connect()
+        self.ack_data_fin = True                   # False: Data ACKs stop short of its DATA_FIN
         self.mpc_data_pending = True               # v1: first data rides on MP_CAPABLE
         self.subflows: list[Subflow] = []
         self.segments: list[Segment] = []          # everything that reached the peer
@@ -294,7 +295,8 @@ class MptcpPeer:
     @property
     def data_ack(self) -> int:
         """The DSN we acknowledge: the kernel's next byte (after a DATA_FIN, one past it)."""
-        return (self.rcv_base + len(self.received) + self.remote_data_fin) & U64
+        fin = self.remote_data_fin and self.ack_data_fin
+        return (self.rcv_base + len(self.received) + fin) & U64
 
     def _dss(self, *, data_ack: bool = True, mapping: tuple[int, int, int] | None = None,
              payload: bytes = b"", fin: bool = False, checksum: int | None = None,
@@ -607,8 +609,8 @@ class MptcpPeer:
                              **({"port": add["port"]} if add["port"] is not None else {}))
             self.ack(sf, echo)
             acked = False
-        if (acked or (self.remote_data_fin and opts.get("DSS", {}).get("data_fin"))) \
-                and self.auto_ack:
+        if (acked or (self.remote_data_fin and self.ack_data_fin and
+                      opts.get("DSS", {}).get("data_fin"))) and self.auto_ack:
             self.ack(sf)
 
     def _deliver(self, sf: Subflow, seg: Segment) -> None:
