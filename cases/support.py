@@ -343,14 +343,17 @@ class PeerLab:
 
     @contextmanager
     def kernel_connects(self, family: int = socket.AF_INET, ports: tuple[int, ...] = (PEER_PORT,),
-                        **listen: Any) -> Iterator[socket.socket]:
+                        dst: str | None = None, **listen: Any) -> Iterator[socket.socket]:
         """The kernel connects to the peer listening on `ports` (keyword arguments go to
-        peer.listen); yields the kernel's socket once the peer accepted it."""
+        peer.listen) at `dst` (default: its path-1 address of `family`); yields the kernel's
+        socket once the peer accepted it."""
         for port in ports:
             self.peer.listen(port, **listen)
         sock = self.kernel.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
         sock.settimeout(5)
-        sock.connect((PEER_V6[0] if family == socket.AF_INET6 else PEER_V4[0], ports[0]))
+        if dst is None:
+            dst = PEER_V6[0] if family == socket.AF_INET6 else PEER_V4[0]
+        sock.connect((dst, ports[0]))
         self.peer.accept()
         try:
             yield sock

@@ -299,3 +299,17 @@ def test_payload_of_an_mpc_data_segment_is_the_first_mapping(case):
         pl.peer.expect("DSS", where=lambda s, o: o.get("data_ack") == (pl.peer.idsn + 6) % 2**64)
         pl.peer.transmit(sf, ACK | PSH, payload=b"no map")      # initial subflow, no DSS
         assert read_for(conn, 6, 0.5) == b"no map" and is_fallback(conn)
+
+
+@covers("3.3-data-fin")
+def test_data_fin_ends_the_stream_and_is_acknowledged(case):
+    """A DATA_FIN from the peer is the end of the data stream: the application reads the
+    data, then end of file, and the kernel acknowledges with a Data ACK one past the
+    DATA_FIN's DSN. RFC 8684 §3.3.3."""
+    with peer_lab(case) as pl, pl.connected() as conn:
+        pl.peer.send(b"last words")
+        fin_dsn = pl.peer.snd_dsn
+        pl.peer.data_fin()
+        assert read_for(conn, 10) == b"last words"
+        assert conn.recv(10) == b""
+        pl.peer.expect("DSS", where=lambda s, o: o.get("data_ack") == (fin_dsn + 1) % 2**64)

@@ -197,6 +197,7 @@ class MptcpPeer:
         if unknown:
             raise LabError(f"cannot withhold {', '.join(sorted(unknown))} (only: dss)")
         self.synack: Segment | None = None         # the kernel's SYN-ACK to connect()
+        self.announced: dict[str, int] = {}        # our ADD_ADDR addresses -> their ids
         self.ack_data_fin = True                   # False: Data ACKs stop short of its DATA_FIN
         self.mpc_data_pending = True               # v1: first data rides on MP_CAPABLE
         self.subflows: list[Subflow] = []
@@ -510,6 +511,8 @@ class MptcpPeer:
                              addr=addr, port=port)
         if bad_hmac:
             opt.hmac ^= 0xFFFF
+        else:
+            self.announced[addr] = addr_id
         self.ack(sf, opt)
         return opt
 
@@ -646,6 +649,7 @@ class MptcpPeer:
             join = opts["MP_JOIN"]
             sf.join, sf.remote_nonce, sf.remote_addr_id = True, join["nonce"], join["addr_id"]
             sf.backup, sf.local_nonce = join["backup"], random.getrandbits(32)
+            sf.addr_id = self.announced.get(sf.src, 0)     # the id we announced it with
             with self._lock:
                 self.subflows.append(sf)
             if listener.refuse_join:
