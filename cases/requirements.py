@@ -128,6 +128,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "receive window is not accepted."),
     R("3.3-data-ack-unsent", "3.3", "SHOULD", "A Data ACK for data never sent is not taken "
       "as acknowledging it (the connection goes on)."),
+    R("3.3-reinject", "3.3.6", "MAY", "Data sent on a subflow that fails may be sent again on "
+      "another, so the stream survives the loss of a path."),
     R("3.3-data-fin", "3.3.3", "—", "DATA_FIN ends the data stream: the application reads "
       "end of file, and the DATA_FIN is acknowledged with a Data ACK one past its DSN."),
     R("3.3-data-fin-hole", "3.3.3", "MUST", "A DATA_FIN is acted upon (acknowledged, end of "
