@@ -1,8 +1,8 @@
 """The requirement table: each requirement of cases/requirements.py with the cases that cover
 it (their `@covers(...)`) and what they found on the running kernel.
 
-Per requirement: FAILED if a covering case failed; `deviation` if one is a strict xfail (its
-reason is the evidence); `pass` when every covering case that ran passed; `not available`
+Per requirement: FAILED if a covering case failed; `deviation` if one is an expected failure
+(its reason is the evidence; an intermittent one counts even in a run where it passed); `pass` when every covering case that ran passed; `not available`
 when they were all skipped (a missing tool or kernel feature, with the reason); `not run`
 when no covering case was selected; `not testable here` with the catalogue's reason.
 """
@@ -33,7 +33,8 @@ def verdicts(rows: Iterable[Any]) -> list[tuple[Requirement, list[Any], str, str
             out.append((req, covering, "not run", "no covering case was selected"))
             continue
         failed = [r for r in covering if r.result.startswith("FAILED")]
-        deviations = [r for r in covering if r.result == "kernel deviation"]
+        deviations = [r for r in covering if r.result == "kernel deviation"
+                      or "intermittent" in r.result]
         ran = [r for r in covering if not r.result.startswith("skipped")]
         if failed:
             out.append((req, covering, "FAILED", ", ".join(_short_case(r.case) for r in failed)))

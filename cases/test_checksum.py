@@ -119,7 +119,7 @@ def _later_mapping_corrupted(case, sent: bytes):
     topo = catalogue.get("client-router-server", middleboxes=[box], checksum=True)
     with Lab(topo) as lab:
         client, server = lab["client"], lab["server"]
-        cap = case.capture(server, "eth0", filter="tcp port 5000")
+        cap = case.capture(server, "eth0", filter="tcp port 5000", snaplen=FULL)
         before = server.counters()
         with connect(client, server, SERVER) as conn:
             read = conn.upload_until_eof(sent, timeout=3)
@@ -129,50 +129,49 @@ def _later_mapping_corrupted(case, sent: bytes):
 
 
 LATER_MAPPING_STALL = (
-    "Linux 6.18: after the receiver's MP_FAIL (naming the failed mapping) the sender counts "
-    "InfiniteMapTx=1 and answers with an MP_FAIL of its own, but sends no infinite mapping: "
-    "it goes on with checksummed DSS mappings, and the receiver Data-ACKs them (up to the "
-    "DATA_FIN) while its application reads nothing past the failed mapping: 98,184 of "
-    "200,000 bytes in 3 s, the changed byte among them. (With new data to send after an MP_FAIL it does use an infinite "
-    "mapping: test_mp_fail_on_a_single_subflow_turns_the_kernel_to_an_infinite_mapping.) "
-    "The deviation is the stall.")
+    "Linux 6.18, intermittent (a race): after the receiver's MP_FAIL naming the failed "
+    "mapping, the sender counts InfiniteMapTx=1 and answers with an MP_FAIL of its own; in "
+    "about half the runs the stream then stalls: no infinite mapping reaches the wire, the "
+    "sender's remaining mapped data is Data-ACKed but never read: 98,184 of 200,000 bytes "
+    "in 3 s (changed byte delivered). In the other runs the infinite mapping goes out with "
+    "new data and the whole stream arrives, the changed byte in it (also with more data "
+    "sent after the MP_FAIL: 2 of 4 runs stalled at 100,000 of 150,000 bytes). The peer "
+    "case test_mp_fail_on_a_single_subflow_turns_the_kernel_to_an_infinite_mapping shows "
+    "the infinite mapping when the sender has new data.")
 
 
 @needs("nft")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LATER_MAPPING_STALL)
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=LATER_MAPPING_STALL)
 @covers("3.7-fallback-stream")
 def test_bad_checksum_later_mapping_falls_back_with_stream_intact(case):
     """One subflow, a byte changed after the first mapping: after MP_FAIL the connection
     falls back (infinite mapping) and the application reads the whole stream: every byte
     sent, the failed mapping either resent or passed through as TCP would (then with the
-    changed byte). RFC 8684 §3.7."""
+    changed byte). Not strict: the kernel gets it right in some runs (see the reason).
+    RFC 8684 §3.7."""
     sent = pattern(200_000)
     read, _ = _later_mapping_corrupted(case, sent)
     assert read == sent or one_changed_byte(sent, read, 0xFF), first_difference(sent, read)
 
 
 @needs("nft")
-@covers("3.7-fallback-stream")
-def test_bad_checksum_later_mapping_observed_stall(case):
-    """What this kernel does instead (the deviation above), asserted so that a change shows:
-    MP_FAIL from the receiver naming the failed mapping; no infinite mapping on the wire;
-    the application reads the start of the stream, the changed byte among it, and no more
-    (whether the sender still had
-    mapped data in flight after the MP_FAIL varies with timing). RFC 8684 §3.7."""
+@covers("3.7-mp-fail", "3.7-fallback-stream")
+def test_bad_checksum_later_mapping_observed_outcomes(case):
+    """What this kernel does (the deviation above), the part that holds in every run:
+    MP_FAIL from the receiver naming the start of the failed mapping, and the application
+    reads the stream up to some point with the changed byte in it and nothing else wrong:
+    either all of it or a stall (which one is noted). Fails when the kernel starts
+    duplicating, dropping inside, or never sends MP_FAIL. RFC 8684 §3.7."""
     sent = pattern(200_000)
     read, segs = _later_mapping_corrupted(case, sent)
-    fails = [(i, o["dsn"]) for i, s in enumerate(segs) for o in s.options
-             if o["subtype"] == "MP_FAIL" and s.src == SERVER]
+    fails = [o["dsn"] for s, o in find_options(segs, "MP_FAIL") if s.src == SERVER]
     assert fails, "no MP_FAIL from the receiver"
-    at, failed_dsn = fails[0]
-    after = segs[at:]
-    assert not [o for s, o in find_options(after, "DSS") if o.get("data_level_len") == 0
-                and s.payload_len], "an infinite mapping reached the wire"
-    assert len(read) < len(sent), first_difference(sent, read)
+    bad = [s for s in segs if s.dst == SERVER and s.payload[10:11] == b"\xff"]
+    assert len(bad) == 1, "the middlebox changed one segment"
+    assert 0 < len(read) <= len(sent), first_difference(sent, read)
     assert one_changed_byte(sent[:len(read)], read, 0xFF), first_difference(sent, read)
-    failed_at = len(read)                     # bytes before the stall
-    case.note("stall", f"MP_FAIL dsn {failed_dsn:#x}; the application stopped at byte "
-              f"{failed_at}")
+    case.note("outcome", "whole stream" if len(read) == len(sent) else
+              f"stalled at {len(read)} of {len(sent)} bytes")
 
 
 def _first_mapping_corrupted(case, sent: bytes):
