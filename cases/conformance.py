@@ -20,6 +20,19 @@ def _short_case(name: str) -> str:
     return name.split("::", 1)[-1]
 
 
+def _grouped(rows: list[Any]) -> list[str]:
+    """Case names with the parameters of one function collected: `test_x[a, b]`."""
+    order: dict[str, list[str]] = {}
+    for row in rows:
+        name = _short_case(row.case)
+        base, _, param = name.partition("[")
+        order.setdefault(base, [])
+        if param:
+            order[base].append(param.rstrip("]"))
+    return [f"{base}[{', '.join(params)}]" if params else base
+            for base, params in order.items()]
+
+
 def verdicts(rows: Iterable[Any]) -> list[tuple[Requirement, list[Any], str, str]]:
     """(requirement, covering rows, result word, detail) for every requirement."""
     rows = list(rows)
@@ -56,7 +69,7 @@ def render_terminal(rows: Iterable[Any]) -> str:
     for req, covering, word, detail in verdicts(rows):
         counts[word] = counts.get(word, 0) + 1
         note = detail if len(detail) <= 70 else detail[:67] + "..."
-        table.append((req.id, f"§{req.section}", req.level, len(covering),
+        table.append((req.id, f"§{req.section}", req.level, len(_grouped(covering)),
                       word + (f": {note}" if note and word != "pass" else "")))
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     return tabulate(table, headers=("requirement", "RFC 8684", "level", "cases", "result")) + \
@@ -83,15 +96,16 @@ def render_markdown(rows: Iterable[Any], *, kernel: str) -> str:
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ".",
         "",
         "Results: **pass** (every covering case passed), **deviation** (a covering case "
-        "asserts the RFC and is a strict expected failure; the evidence is what the kernel "
-        "did), **FAILED**, **not available** (a missing tool or kernel feature), **not "
-        "testable here** (why, in the last column).",
+        "asserts the RFC and is an expected failure; the evidence is what the kernel did; "
+        "an intermittent one counts even in a run where it passed), **FAILED**, **not "
+        "available** (a missing tool or kernel feature), **not testable here** (why, in the "
+        "last column). The cases are in `cases/`; docs/cases.md lists them.",
         "",
         "| requirement | § | level | what the RFC asks (in our words) | cases | result |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for req, covering, word, detail in found:
-        cases = "<br>".join(f"`{_short_case(r.case)}`" for r in covering) or "—"
+        cases = "<br>".join(f"`{name}`" for name in _grouped(covering)) or "—"
         result = f"**{word}**" + (f": {_cell(detail)}" if detail and word != "pass" else "")
         lines.append(f"| {req.id} | {req.section} | {req.level} | {_cell(req.text)} | {cases} "
                      f"| {result} |")

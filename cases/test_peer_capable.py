@@ -37,9 +37,10 @@ def test_syn_offering_version_2_is_answered_with_version_1(case):
         pl.expect(MPTcpExtMPCapableSYNRX=1, MPTcpExtMPCapableACKRX=1)
 
 
-@pytest.mark.parametrize("flags,why", [(B | H, "B"), (0, "no-crypto")], ids=["B-set", "no-crypto"])
-@covers("3.1-b-flag-recv", "3.1-no-crypto")
-def test_syn_with_b_flag_or_no_crypto_bit_is_plain_tcp(case, flags, why):
+@pytest.mark.parametrize("flags", [
+    pytest.param(B | H, id="B-set", marks=covers("3.1-b-flag-recv")),
+    pytest.param(0, id="no-crypto", marks=covers("3.1-no-crypto"))])
+def test_syn_with_b_flag_or_no_crypto_bit_is_plain_tcp(case, flags):
     """An MP_CAPABLE SYN with the extensibility flag B set (not understood by a v1 host), or
     with no crypto algorithm bit at all, is ignored: the SYN-ACK carries no MP_CAPABLE and
     the connection is plain TCP. RFC 8684 §3.1."""
@@ -143,9 +144,12 @@ def test_keys_and_tokens_differ_between_connections(case):
 # -- the kernel as initiator -------------------------------------------------------------------
 
 @pytest.mark.parametrize("synack", [
-    {"version": 2}, craft.capable(0, sender_key=0x1122334455667788), {"flags": B | H},
-    {"flags": 0}, None], ids=["v2", "v0", "B-set", "no-crypto", "missing"])
-@covers("3.1-version-fallback", "3.1-synack-stripped", "3.1-b-flag-recv", "3.1-no-crypto")
+    pytest.param({"version": 2}, id="v2", marks=covers("3.1-version-fallback")),
+    pytest.param(craft.capable(0, sender_key=0x1122334455667788), id="v0",
+                 marks=covers("3.1-version-fallback")),
+    pytest.param({"flags": B | H}, id="B-set", marks=covers("3.1-b-flag-recv")),
+    pytest.param({"flags": 0}, id="no-crypto", marks=covers("3.1-no-crypto")),
+    pytest.param(None, id="missing", marks=covers("3.1-synack-stripped"))])
 def test_odd_synack_makes_the_kernel_fall_back(case, synack):
     """The kernel connects; the peer's SYN-ACK has MP_CAPABLE of another version (2, or v0
     with its key), with B set, with no crypto bit, or none at all: the kernel continues as
