@@ -77,6 +77,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "may retry without MP_CAPABLE (local policy); it then continues as plain TCP."),
     R("3.1-synack-stripped", "3.1", "MUST", "An initiator whose SYN-ACK arrives without "
       "MP_CAPABLE continues as plain TCP."),
+    R("3.1-tfo", "3.1", "MAY", "TCP Fast Open data may ride in the MP_CAPABLE SYN (Appendix "
+      "B): the listener takes it and the connection is MPTCP."),
     R("3.1-syncookies", "3.1", "—", "The listener can be stateless until the third ACK (SYN "
       "cookies): the third ACK's keys suffice to create the connection."),
     # -- §3.2 MP_JOIN ----------------------------------------------------------------------------
@@ -203,9 +205,6 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("3.3-congestion", "3.3.7", "SHOULD", "Coupled congestion control across subflows.",
       untestable="a property of rates under competing traffic, not of single segments; "
       "this kernel has no netem to build the shared bottleneck"),
-    R("3.1-tfo", "3.1", "MAY", "TCP Fast Open data in the MP_CAPABLE SYN (Appendix B).",
-      untestable="needs TFO cookies between the two namespaces and net.ipv4.tcp_fastopen "
-      "changes; left for a later case"),
 )
 
 BY_ID = {r.id: r for r in REQUIREMENTS}
