@@ -195,9 +195,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("3.7-after-fallback", "3.7", "MUST NOT", "Once fallen back, no new subflow joins the "
       "connection."),
     # -- not testable here -----------------------------------------------------------------------------
-    R("3.1-key-secrecy", "3.1", "MUST", "Keys are never revealed beyond the handshake.",
-      untestable="a negative about everything a host ever sends; the cases see only what "
-      "their connections carry"),
+    R("3.1-token-unique", "3.1", "MUST", "A host picks a key whose token is unique among its "
+      "connections (it tries another key on a collision).",
+      untestable="needs two connections of one host whose random keys give the same 32-bit "
+      "token; the lab cannot choose the kernel's key"),
     R("3.3-rcv-window-shared", "3.3.4", "MUST", "One receive window for the whole connection "
       "(relative to the Data ACK), advertised on every subflow.",
       untestable="window arithmetic inside the receiver; the lab has no way to tell a shared "
