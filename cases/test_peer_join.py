@@ -55,17 +55,21 @@ def test_join_with_unknown_token_is_reset_with_mp_tcprst(case):
 
 @covers("3.2-stale-token")
 def test_join_with_the_token_of_a_closed_connection_is_reset(case):
-    """The connection is gone (the application closed, the peer reset its subflow, the
-    kernel counts no established connection): a join with its token is reset as unknown.
-    RFC 8684 §3.2."""
-    with peer_lab(case) as pl:
+    """The connection is gone (the application closed, the peer reset its subflow, `ss -M`
+    lists no MPTCP socket but the listener): a join with its token is reset as unknown.
+    Waits for the kernel to free the closed connection, ~1-2 s with close_timeout=1 (the
+    sysctl bounding an orphaned connection's life; 60 s by default). RFC 8684 §3.2."""
+    with peer_lab(case, kernel_mptcp={"close_timeout": 1}) as pl:
         lst = pl.listener()                  # stays open: the join reaches a listener
         pl.peer.connect(KERNEL_V4[0], PORT)
         conn, _ = lst.accept()
         conn.close()
         pl.peer.reset(pl.peer.subflows[0])
-        wait_for(lambda: pl.kernel.counters()["MPTcpExtMPCurrEstab"] == 0,
-                 what="the kernel to drop the connection")
+        # gone means no MPTCP socket but the listener (ss -M): until the kernel frees it, a
+        # connection on its way out still owns the token (and refuses joins, MPJoinRejected)
+        wait_for(lambda: not [line for line in pl.kernel.run(
+            ["ss", "-MHn", "state", "all"]).stdout.splitlines() if "LISTEN" not in line],
+            what="the kernel to free the connection")
         sf = pl.peer.join(KERNEL_V4[1], PORT, addr_id=2)     # the old connection's token
         assert sf.state == "reset"
         pl.expect(MPTcpExtMPJoinNoTokenFound=1)
