@@ -171,7 +171,7 @@ def test_userspace_path_manager_leaves_the_kernel_silent(case):
         segs = cap.segments()
     assert find_options(segs, "ADD_ADDR") == [] and find_options(segs, "MP_JOIN") == []
     _, server_key = mptcp_keys(segs)
-    token = f"{crypto.key_token(server_key):x}"
+    token = f"{crypto.key_token(server_key):08x}"
     created = [line for line in events.splitlines() if line.startswith("[       CREATED]")
                or "CREATED" in line]
     assert any(f"token={token}" in line for line in created), events
