@@ -229,6 +229,7 @@ class Case:
         self.name = name
         self.dir = dir
         self.pcaps: list[Pcap] = []
+        self.files: list[Path] = []          # captures written otherwise (the peer's view)
         self.notes: list[tuple[str, str]] = []
 
     def capture(self, host: LabHost, iface: str = "any", *, filter: str = "tcp",
@@ -254,6 +255,9 @@ class Case:
             out.append(f"capture {pcap.path} ({pcap.host.name}:{pcap.iface}"
                        f"{', filter ' + pcap.filter if pcap.filter else ''}):")
             out.extend("  " + line for line in describe_capture(pcap.path))
+        for path in self.files:
+            out.append(f"capture {path}:")
+            out.extend("  " + line for line in describe_capture(path))
         return "\n".join(out)
 
 
@@ -307,7 +311,6 @@ class PeerLab:
     peer: Any
     case: Case
     before: Counters
-    cap: Pcap
 
     @property
     def kernel(self) -> LabHost:
@@ -367,8 +370,10 @@ def peer_lab(case: Case, *, kernel_mptcp: dict[str, object] | None = None,
              kernel_endpoints: tuple[tuple[str, tuple[str, ...]], ...] = (),
              **peer: Any) -> Iterator[PeerLab]:
     """A lab with the Scapy peer facing the kernel; keyword arguments go to MptcpPeer
-    (checksum=, withhold=, dsn32=, ...). The kernel's side is captured; the peer's view of
-    the conversation and the kernel's MPTcpExt deltas are the case's evidence on failure."""
+    (checksum=, withhold=, dsn32=, ...). The evidence on failure: peer-view.pcap in the
+    case's artifacts (every packet of the peer's namespace, both ways, from the peer's own
+    AF_PACKET socket: no tcpdump to start and stop), what the peer received, and the
+    kernel's MPTcpExt deltas."""
     from mptcplab.peer import MptcpPeer
     from mptcplab.peer.endpoint import _line
     from mptcplab.topo import Lab, Topology
@@ -382,12 +387,15 @@ def peer_lab(case: Case, *, kernel_mptcp: dict[str, object] | None = None,
     for addr, flags in kernel_endpoints:
         server.endpoint(addr, *flags)
     with Lab(topo) as lab:
-        cap = case.capture(lab["server"], "any", filter="tcp")
         with MptcpPeer(lab["client"], **peer) as mp:
-            pl = PeerLab(lab, mp, case, lab["server"].counters(), cap)
+            pl = PeerLab(lab, mp, case, lab["server"].counters())
             try:
                 yield pl
             finally:
+                case.dir.mkdir(parents=True, exist_ok=True)
+                path = case.dir / "peer-view.pcap"
+                mp.write_pcap(str(path))
+                case.files.append(path)
                 case.note("what the peer received", "\n  " + "\n  ".join(
                     _line(s) for s in mp.segments[-30:]) if mp.segments else "nothing")
                 moved = (lab["server"].counters() - pl.before).nonzero("MPTcpExt")

@@ -26,6 +26,7 @@ peer's ports (it knows no socket for them); the rule goes away with the peer or 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import random
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mptcplab import crypto
-from mptcplab.capture import LINKTYPE_RAW
+from mptcplab.capture import LINKTYPE_RAW, PcapWriter
 from mptcplab.decode import Segment, segment_from_frame
 from mptcplab.errors import LabError
 from mptcplab.layers import (
@@ -56,6 +57,7 @@ from mptcplab.peer.segment import ACK, FIN, PSH, RST, SYN, build_segment
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+FRAME_SNAP = 256                   # bytes kept of each frame the peer's namespace saw
 PORT_RANGE = (40000, 40999)        # the peer's own source ports (their RSTs are dropped)
 PEER_MARK = 0x6D70                 # SO_MARK on the peer's own segments: its RSTs pass the rule
 SO_MARK = 36
@@ -215,7 +217,9 @@ class MptcpPeer:
         for tx in (self._tx4, self._tx6):
             tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
         self._rx = host.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-        self._rx.settimeout(0.1)
+        self._rx.settimeout(0.02)                  # how soon close() stops the thread
+        self.frames: collections.deque[tuple[float, bytes, int]] = collections.deque(
+            maxlen=100_000)                        # (time, first bytes, length), both ways
         self._table = f"mptl_peer_{self._base_port}"
         host.nft(self._ruleset())
         self._stop = threading.Event()
@@ -245,6 +249,16 @@ class MptcpPeer:
             _blocks_used.get(self.host.netns, set()).discard(self._base_port)
         for s in (self._tx4, self._tx6, self._rx):
             s.close()
+
+    def write_pcap(self, path: str) -> int:
+        """Write what the peer's namespace saw, both directions (the first FRAME_SNAP bytes of
+        each packet: headers and options), as a raw-IP pcap; returns the packet count."""
+        writer = PcapWriter(path, snaplen=FRAME_SNAP)
+        frames = list(self.frames)
+        for when, data, length in frames:
+            writer.write(when, LINKTYPE_RAW, data, length)
+        writer.close()
+        return len(frames)
 
     def __enter__(self) -> MptcpPeer:
         return self
@@ -553,9 +567,11 @@ class MptcpPeer:
                     continue
                 except OSError:
                     return
+                now = time.time()
+                self.frames.append((now, data[:FRAME_SNAP], len(data)))
                 if addr[2] == PACKET_OUTGOING:
                     continue
-                seg = segment_from_frame(data, LINKTYPE_RAW, 0, time.time())
+                seg = segment_from_frame(data, LINKTYPE_RAW, 0, now)
                 if seg is None:
                     continue
                 sf = self._ours(seg)
