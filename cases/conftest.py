@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
                             f"{STRICT_ENV}=1) when a tool, sysctl or MIB counter is missing")
     config.addinivalue_line("markers", "covers(*ids): the RFC 8684 requirements "
                             "(cases/requirements.py) the case checks")
+    config.addinivalue_line("markers", "slow: the case waits on kernel timers for a second "
+                            "or more (its docstring says which); such cases start first")
     config.pluginmanager.register(Summary(config), "mptcplab-cases-summary")
 
 
@@ -83,6 +85,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                     f"{', '.join(unknown)} (see cases/requirements.py)")
         if ids:
             item.user_properties.append((COVERS_PROPERTY, " ".join(ids)))
+    # Longest first: under pytest-xdist the short cases then fill the gaps instead of one
+    # worker finishing a 4 s case alone at the end. (A stable sort: the same order in every
+    # worker, as xdist requires.)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

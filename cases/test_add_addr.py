@@ -30,6 +30,7 @@ def announcing(family: int = 4, accepted: int = 1, timeout: int = TIMEOUT):
     return topo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", [4, 6])
 @covers("3.4-add-addr-hmac", "3.4-add-addr-echo")
 def test_add_addr_hmac_and_echo(case, family):
@@ -92,6 +93,7 @@ def test_add_addr_with_port_is_signed_over_the_port_and_joined_there(case):
     assert (syn.dst, syn.dport) == ("10.0.2.2", 10100)
 
 
+@pytest.mark.slow
 @needs("nft")
 @covers("3.4-add-addr-retransmit")
 def test_lost_echo_makes_add_addr_retransmit(case):

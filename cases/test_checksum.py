@@ -140,6 +140,7 @@ LATER_MAPPING_STALL = (
     "the infinite mapping when the sender has new data.")
 
 
+@pytest.mark.slow
 @needs("nft")
 @pytest.mark.xfail(strict=False, raises=AssertionError, reason=LATER_MAPPING_STALL)
 @covers("3.7-fallback-stream")
@@ -154,6 +155,7 @@ def test_bad_checksum_later_mapping_falls_back_with_stream_intact(case):
     assert read == sent or one_changed_byte(sent, read, 0xFF), first_difference(sent, read)
 
 
+@pytest.mark.slow
 @needs("nft")
 @covers("3.7-mp-fail", "3.7-fallback-stream")
 def test_bad_checksum_later_mapping_observed_outcomes(case):

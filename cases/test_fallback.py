@@ -20,6 +20,7 @@ def syns(segments):
     return [has(s, "MP_CAPABLE") for s in segments if s.tcp_flags == "S"]
 
 
+@pytest.mark.slow
 @needs("net.mptcp.syn_retrans_before_tcp_fallback", "net.mptcp.blackhole_timeout",
        "MPTcpExtMPCapableSYNTXDrop", "MPTcpExtBlackhole", "MPTcpExtMPCapableSYNTXDisabled")
 @pytest.mark.parametrize("retries", [0, 1, 2, 3])
@@ -54,6 +55,7 @@ def test_syn_retries_then_tcp_then_blackhole(case, retries):
     assert first.client_fallback and first.server_fallback
 
 
+@pytest.mark.slow
 @needs("net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
 @covers("3.1-syn-fallback")
 def test_no_blackhole_timeout_means_mptcp_is_tried_again(case):

@@ -106,6 +106,7 @@ def test_backup_subflow_only_when_needed(case):
     assert payload_bytes(after, dst=CELL) >= len(data)
 
 
+@pytest.mark.slow
 @needs("MPTcpExtMPPrioTx", "MPTcpExtMPPrioRx")
 @pytest.mark.parametrize("direction", ["upload", "download"])
 @covers("3.3-prio")

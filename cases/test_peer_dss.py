@@ -173,6 +173,7 @@ def test_data_fin_after_a_hole_waits_for_the_missing_data(case):
         pl.peer.expect("DSS", where=lambda s, o: o.get("data_ack") == fin_dsn + 1)
 
 
+@pytest.mark.slow
 @covers("3.3-data-fin-retransmit")
 def test_unacknowledged_data_fin_is_retransmitted_with_backoff(case):
     """The kernel ends its stream; the peer acknowledges every segment but never the

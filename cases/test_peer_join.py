@@ -53,6 +53,7 @@ def test_join_with_unknown_token_is_reset_with_mp_tcprst(case):
         pl.expect(MPTcpExtMPJoinNoTokenFound=1, MPTcpExtMPJoinAckRx=0)
 
 
+@pytest.mark.slow
 @covers("3.2-stale-token")
 def test_join_with_the_token_of_a_closed_connection_is_reset(case):
     """The connection is gone (the application closed, the peer reset its subflow, `ss -M`
@@ -176,6 +177,7 @@ def test_kernel_resets_a_join_whose_synack_fails(case, join_synack, counter):
                   **({counter: 1} if counter else {}))
 
 
+@pytest.mark.slow
 @covers("3.2-fourth-ack", "3.2-no-data-before-fourth")
 def test_kernel_retransmits_its_third_ack_and_sends_no_data_until_the_fourth(case):
     """The peer withholds the fourth ACK of the kernel's join: the kernel sends its third ACK

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from support import covers, expect_counters, needs, wait_counter, wait_for
 
 from mptcplab import crypto
@@ -205,6 +206,7 @@ def test_join_refused_by_the_path_leaves_the_data_intact(case):
     assert payload_bytes(segs, src="10.0.2.1") + payload_bytes(segs, dst="10.0.2.1") == 0
 
 
+@pytest.mark.slow
 @needs("MPTcpExtMPJoinAckRx")
 @covers("3.3-reinject")
 def test_link_failure_mid_transfer_moves_the_data_to_the_other_path(case):
