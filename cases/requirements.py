@@ -151,6 +151,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "bounded number of times."),
     R("3.4-add-addr-port", "3.4.1", "—", "An ADD_ADDR may carry a port; the HMAC covers it "
       "and joins go there."),
+    R("3.4-add-addr-reannounce", "3.4.1", "—", "An ADD_ADDR re-using an address id with "
+      "another port is an announcement like any other: echoed, and the new address and port "
+      "can be joined (what happens to subflows of the old pairing is the receiver's choice)."),
     R("3.4-join-failed-retry", "3.4.1", "SHOULD NOT", "After a failed join to an announced "
       "address, no new attempt is made unless the address is announced again."),
     R("3.4-mixed-families", "3.4.1", "MAY", "One connection may use subflows of both IP "

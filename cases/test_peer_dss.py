@@ -282,8 +282,9 @@ def test_kernel_detects_a_bad_dss_checksum_and_sends_mp_fail(case):
 @covers("3.7-infinite-mapping", "3.7-after-fallback")
 def test_mp_fail_on_a_single_subflow_turns_the_kernel_to_an_infinite_mapping(case):
     """The peer sends MP_FAIL on the only subflow: the kernel answers with MP_FAIL and falls
-    back: its next data carries an infinite mapping (data-level length 0) and flows on; a
-    join to the fallen-back connection is refused. RFC 8684 §3.7."""
+    back: its next data carries an infinite mapping (data-level length 0) and flows on; after
+    it, the kernel's segments carry no MPTCP option (no Data ACK) and the peer's plain data is
+    read; a join to the fallen-back connection is refused. RFC 8684 §3.7."""
     with peer_lab(case, kernel_mptcp={"checksum_enabled": 1}, checksum=True) as pl, \
             pl.connected() as conn:
         conn.sendall(b"k" * 3000)
@@ -292,8 +293,14 @@ def test_mp_fail_on_a_single_subflow_turns_the_kernel_to_an_infinite_mapping(cas
         pl.peer.expect("MP_FAIL")
         conn.sendall(b"z" * 2000)
         assert pl.peer.recv(5000)[3000:] == b"z" * 2000
-        _, infinite = pl.peer.expect("DSS", where=lambda s, o: s.payload_len > 0)
+        seg, infinite = pl.peer.expect("DSS", where=lambda s, o: s.payload_len > 0)
         assert infinite["data_level_len"] == 0, infinite
+        mark = len(pl.peer.segments)
+        pl.peer.transmit(pl.peer.subflows[0], ACK | PSH, payload=b"as tcp")
+        assert read_for(conn, 6) == b"as tcp"
+        pl.peer.expect(where=lambda s, o: s.ack == pl.peer.subflows[0].snd_nxt)
+        after = [s for s in pl.peer.segments[mark:] if s.dport == pl.peer.subflows[0].sport]
+        assert after and all(not s.options for s in after), "MPTCP options after the fallback"
         sf = pl.peer.join(KERNEL_V4[1], PORT, addr_id=2)
         assert sf.state == "reset", "a join was accepted after the fallback"
         pl.expect(MPTcpExtMPFailRx=1, MPTcpExtInfiniteMapTx=1, MPTcpExtMPJoinAckRx=0)

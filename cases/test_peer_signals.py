@@ -80,6 +80,25 @@ def test_kernel_echoes_but_does_not_join_when_add_addr_accepted_is_0(case):
         pl.expect(MPTcpExtMPJoinSynTx=0)
 
 
+@covers("3.4-add-addr-reannounce", "3.4-add-addr-echo")
+def test_reannouncing_an_id_with_a_new_port_is_echoed_and_joined(case):
+    """The peer announces id 5 as 10.0.2.1:6001 (joined), then id 5 again as 10.0.2.1:6002:
+    the kernel echoes the second announcement with the new port and joins it there; the
+    subflow to 6001 stays up (recorded: the RFC leaves that to the receiver).
+    RFC 8684 §3.4.1."""
+    with peer_lab(case) as pl, pl.kernel_connects(ports=(6000, 6001, 6002)):
+        pl.peer.add_addr(PEER_V4[1], 5, port=6001)
+        first = pl.peer.accept()
+        pl.peer.add_addr(PEER_V4[1], 5, port=6002)
+        _, echo = pl.peer.expect("ADD_ADDR", echo=True, port=6002)
+        assert echo["addr_id"] == 5
+        seg, _ = pl.peer.expect("MP_JOIN", tcp_flags="S", where=lambda s, o: s.dport == 6002)
+        pl.peer.accept()
+        assert not any(set("RF") & set(s.tcp_flags) for s in pl.peer.segments
+                       if s.dport == first.sport and s.sport == first.dport)
+        pl.expect(MPTcpExtAddAddr=2, MPTcpExtMPJoinSynAckRx=2)
+
+
 @covers("3.4-mixed-families")
 def test_ipv6_address_announced_on_a_v4_mapped_connection_is_joined(case):
     """The kernel's IPv6 socket connects to the peer's IPv4 address as ::ffff:10.0.1.1 (an
@@ -180,6 +199,20 @@ def test_fastclose_on_a_rst_closes_the_connection(case):
             conn.recv(10)
         pl.peer.expect(tcp_flags="R", where=lambda s, o: s.dport == second.sport, timeout=3)
         pl.expect(MPTcpExtMPFastcloseRx=1)
+
+
+@covers("3.5-fastclose-key", "3.6-tcprst-one-subflow")
+def test_rst_with_a_wrong_key_fastclose_closes_only_that_subflow(case):
+    """MP_FASTCLOSE with a wrong key on a RST: the RST still closes that subflow, as a plain
+    RST would, but not the connection: data still arrives over the other subflow and nothing
+    counts a fast close. RFC 8684 §3.5."""
+    with peer_lab(case) as pl, pl.connected() as conn:
+        second = pl.peer.join(KERNEL_V4[1], PORT, addr_id=2)
+        pl.peer.reset(pl.peer.subflows[0], MPFastclose(receiver_key=pl.peer.remote_key ^ 1))
+        wait_for(lambda: _kernel_subflows(pl, PEER_V4[0]) == 0, what="the first subflow closed")
+        pl.peer.send(b"alive", second)
+        assert read_for(conn, 5) == b"alive"
+        pl.expect(MPTcpExtMPFastcloseRx=0)
 
 
 @covers("3.5-fastclose-key")
