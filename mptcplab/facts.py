@@ -9,6 +9,7 @@ reassembly).
     payload_bytes(segments, src=, dst=, port=)
     data_ranges(segments, addr=) / bytes_outside(a, b)   data-level bytes per path
     checksum_report(segments) -> ChecksumReport         every DSS checksum recomputed
+    reserved_bits(path) -> [(frame, subtype, bits)]     options sent with reserved bits set
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mptcplab import crypto
+from mptcplab import crypto, wire
 from mptcplab.analysis import Tracker
-from mptcplab.decode import Segment
+from mptcplab.capture import read_records
+from mptcplab.decode import Segment, ip_offset
 from mptcplab.report.lines import segment_line
 
 
@@ -218,4 +220,57 @@ def network_effects(near: list[Segment], far: list[Segment],
                                    for s, n in flow):
             continue                # its bytes arrived, cut differently (offloads)
         out[seg.frame] = "dropped in the network"
+    return out
+
+
+# Bits that are reserved (or unassigned) in each subtype's first four bytes, by option length
+# where the forms differ (RFC 8684 Figures 4-15): a mask over bytes 2-3 of the option.
+_RESERVED: dict[int, Any] = {
+    0x0: lambda n: 0x005E,                   # MP_CAPABLE: B extensibility, D-G unassigned
+    0x1: lambda n: 0x0FFF if n == 24 else 0x0E00,   # MP_JOIN: ACK 12 bits; SYN/SYN-ACK 3
+    0x2: lambda n: 0x0FE0,                   # DSS: 7 bits before the flags
+    0x3: lambda n: 0x0E00,                   # ADD_ADDR: 3 bits before E
+    0x4: lambda n: 0x0F00,                   # REMOVE_ADDR: the low nibble
+    0x5: lambda n: 0x0E00,                   # MP_PRIO: 3 bits before B
+    0x6: lambda n: 0x0FFF,                   # MP_FAIL: 12 bits
+    0x7: lambda n: 0x0FFF,                   # MP_FASTCLOSE: 12 bits
+    0x8: lambda n: 0x0E00,                   # MP_TCPRST: U, V, W (T is defined)
+}
+
+
+def reserved_bits(path: str, *, src: str | None = None) -> list[tuple[int, str, int]]:
+    """(frame, subtype, bits) for every MPTCP option in the capture (sent by `src`, if given)
+    whose reserved or unassigned bits are not zero; [] when every option is clean."""
+    import socket
+    import struct
+
+    out: list[tuple[int, str, int]] = []
+    for rec in read_records(path):
+        ip = ip_offset(rec.data, rec.linktype)
+        if ip < 0 or len(rec.data) < ip + 20:
+            continue
+        data = rec.data
+        if data[ip] >> 4 == 4:
+            if data[ip + 9] != 6:
+                continue
+            sender = socket.inet_ntop(socket.AF_INET, data[ip + 12:ip + 16])
+            tcp = ip + (data[ip] & 0x0F) * 4
+        elif data[ip] >> 4 == 6 and len(data) >= ip + 40 and data[ip + 6] == 6:
+            sender = socket.inet_ntop(socket.AF_INET6, data[ip + 8:ip + 24])
+            tcp = ip + 40
+        else:
+            continue
+        if src is not None and sender != src or len(data) < tcp + 20:
+            continue
+        doff = (data[tcp + 12] >> 4) * 4
+        for raw in wire.option_spans(data[tcp + 20:tcp + doff]):
+            if len(raw) < 3 or raw[0] != wire.MPTCP_KIND:
+                continue
+            subtype = raw[2] >> 4
+            rule = _RESERVED.get(subtype)
+            if rule is None:
+                continue
+            bits = struct.unpack("!H", (raw[2:4] + b"\0")[:2])[0] & rule(raw[1])
+            if bits:
+                out.append((rec.index, wire.SUBTYPE_NAMES[subtype], bits))
     return out
