@@ -4,6 +4,7 @@ what a kernel never sends.
     segment.py    one IPv4/IPv6 TCP segment with struct (build_segment)
     endpoint.py   MptcpPeer: handshakes as initiator and listener (every option overridable),
                   data with DSS mappings (64- or 32-bit), acks, signals, expect()
+    rst.py        kernel_rsts_dropped(host, port): for Scapy flows of your own (docs/peer.md)
 
     from mptcplab.peer import MptcpPeer
 """
@@ -15,9 +16,10 @@ from mptcplab.peer.endpoint import (
     MptcpPeer,
     Subflow,
 )
+from mptcplab.peer.rst import kernel_rsts_dropped
 from mptcplab.peer.segment import ACK, FIN, PSH, RST, SYN, build_segment
 
 __all__ = [
     "ACK", "DEFAULT", "FIN", "PSH", "RST", "SYN", "ExpectationFailed", "Listener", "MptcpPeer",
-    "Subflow", "build_segment",
+    "Subflow", "build_segment", "kernel_rsts_dropped",
 ]

@@ -53,13 +53,14 @@ from mptcplab.layers import (
 )
 from mptcplab.layers import craft
 from mptcplab.describe import describe
+from mptcplab.peer.rst import OWN_MARK, ruleset
 from mptcplab.peer.segment import ACK, FIN, PSH, RST, SYN, build_segment
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 FRAME_SNAP = 256                   # bytes kept of each frame the peer's namespace saw
 PORT_RANGE = (40000, 40999)        # the peer's own source ports (their RSTs are dropped)
-PEER_MARK = 0x6D70                 # SO_MARK on the peer's own segments: its RSTs pass the rule
+PEER_MARK = OWN_MARK               # SO_MARK on the peer's own segments: its RSTs pass the rule
 SO_MARK = 36
 MSS = 1400
 U64 = (1 << 64) - 1
@@ -231,13 +232,9 @@ class MptcpPeer:
     # -- set-up and teardown ---------------------------------------------------------------
 
     def _ruleset(self) -> str:
-        lo, hi, mark = self._base_port, self._base_port + 99, f"{PEER_MARK:#x}"
-        return (f"table inet {self._table} {{\n"
-                f"  set listen {{ type inet_service; }}\n"
-                f"  chain out {{ type filter hook output priority 0; policy accept;\n"
-                f"    meta mark != {mark} tcp sport {lo}-{hi} tcp flags & rst == rst drop\n"
-                f"    meta mark != {mark} tcp sport @listen tcp flags & rst == rst drop\n"
-                f"  }}\n}}\n")
+        # its own port block, and the ports it listens on (added as it listens)
+        lo, hi = self._base_port, self._base_port + 99
+        return ruleset(self._table, f"{lo}-{hi}", "@listen", sets=("listen",), mark=PEER_MARK)
 
     def close(self) -> None:
         """Stop the receive thread, drop the nft table, close the sockets."""
