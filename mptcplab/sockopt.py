@@ -50,6 +50,7 @@ _OFFER = 512
 _SUBFLOW_DATA = struct.Struct("=IIII")          # struct mptcp_subflow_data (aligned(8), 16)
 _FULL_INFO_HDR = struct.Struct("=IIIIIIQQ")     # struct mptcp_full_info up to mptcp_info (40)
 _SOCKADDR_STORAGE = 128
+_FIRST_ROOM = 8                                 # subflows the first call has room for
 
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
@@ -417,7 +418,7 @@ def _subflow_array(sock: Sock, name: int, want: int) -> tuple[list[bytes], int, 
     """MPTCP_TCPINFO / MPTCP_SUBFLOW_ADDRS: struct mptcp_subflow_data then one element per
     subflow. Returns (elements, kernel's count, kernel's element size); grows the buffer when
     the connection has more subflows than it had room for."""
-    room = 8
+    room = _FIRST_ROOM
     for _ in range(4):
         buf = ctypes.create_string_buffer(_SUBFLOW_DATA.size + room * want)
         _SUBFLOW_DATA.pack_into(buf, 0, _SUBFLOW_DATA.size, 0, 0, want)
@@ -451,7 +452,7 @@ def full_info(sock: Sock, *, with_tcp_info: bool = True) -> FullInfo:
     """MPTCP_FULL_INFO: subflow ids, addresses, tcp_info (unless `with_tcp_info=False`) and
     mptcp_info, taken together under the connection's lock."""
     tcp_offer = _OFFER if with_tcp_info else 0
-    room = 8
+    room = _FIRST_ROOM
     for _ in range(4):
         sf = ctypes.create_string_buffer(room * _SFINFO_OFFER)
         ti = ctypes.create_string_buffer(max(1, room * tcp_offer))
