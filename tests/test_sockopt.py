@@ -221,6 +221,18 @@ def test_tcp_info_of_each_subflow_equals_ss(moved, side):
             assert int(entry.values[key]) <= getattr(info, name) <= int(later.values[key]), key
 
 
+def test_tcp_info_equals_inet_diag(moved):
+    """Every tcp_info field of each subflow, from the socket option and from inet_diag."""
+    token = sockopt.mptcp_info(moved.conn.client).mptcpi_token
+    diag = {d.local: d for d in sockdiag.subflows_of(moved.conn.client, token)}
+    full = sockopt.full_info(moved.conn.client)
+    assert len(diag) == len(full.subflows) == 2
+    for sub in full.subflows:
+        theirs = diag[sub.local].tcp_info
+        assert theirs.kernel_len == sub.tcp_info.kernel_len == 280
+        assert _tcp_stable(theirs) == _tcp_stable(sub.tcp_info)
+
+
 def _tcp_stable(t: TcpInfo) -> dict:
     return {k: v for k, v in t.as_dict().items() if not k.startswith("tcpi_last_")}
 
