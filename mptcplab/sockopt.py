@@ -2,6 +2,7 @@
 
     mptcp_info(sock) -> MptcpInfo            MPTCP_INFO: struct mptcp_info
     tcp_infos(sock) -> list[TcpInfo]         MPTCP_TCPINFO: struct tcp_info of every subflow
+    tcp_info(sock) -> TcpInfo                TCP_INFO: plain TCP, or a fallen-back connection
     subflow_addrs(sock) -> list[SubflowAddrs]   MPTCP_SUBFLOW_ADDRS: each subflow's two ends
     full_info(sock) -> FullInfo              MPTCP_FULL_INFO: ids, addresses, tcp_info and
                                              mptcp_info in one consistent call
@@ -478,6 +479,16 @@ def full_info(sock: Sock, *, with_tcp_info: bool = True) -> FullInfo:
             if size_ti_user else None
         subflows.append(Subflow(sub_id, addrs.local, addrs.remote, tcp))
     return FullInfo(info, subflows, count, size_ti_kernel, size_sf_kernel)
+
+
+def tcp_info(sock: Sock) -> TcpInfo:
+    """TCP_INFO (level SOL_TCP): a plain TCP socket's, or on an MPTCP socket the first
+    subflow's (and the only one's after a fallback)."""
+    buf = ctypes.create_string_buffer(_OFFER)
+    n = _raw_getsockopt(_fd(sock), socket.IPPROTO_TCP, socket.TCP_INFO, buf)
+    if n < 0:
+        _raise(-n, "TCP_INFO", sock)
+    return TcpInfo.from_bytes(buf.raw[:n])
 
 
 def is_fallback(sock: Sock) -> bool:
