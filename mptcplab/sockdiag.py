@@ -51,7 +51,7 @@ SUBFLOW_FLAGS = {1 << 0: ("M", "mcap_rem"), 1 << 1: ("m", "mcap_loc"),
                  1 << 4: ("B", "bkup_rem"), 1 << 5: ("b", "bkup_loc"),
                  1 << 6: ("e", "fully_established"), 1 << 7: ("c", "connected"),
                  1 << 8: ("v", "mapvalid")}
-FLAG_BKUP_REM, FLAG_BKUP_LOC = 1 << 4, 1 << 5
+FLAG_BKUP_REM, FLAG_BKUP_LOC, FLAG_FULLY_ESTABLISHED = 1 << 4, 1 << 5, 1 << 6
 
 _REQ = struct.Struct("=BBBBI4s16s16sI8s")      # struct inet_diag_req_v2 (56 bytes)
 _MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # struct inet_diag_msg (72 bytes)
@@ -86,6 +86,11 @@ class DiagSubflow:
     def backup_remote(self) -> bool:
         """The peer asked us to treat it as backup (B flag or MP_PRIO received)."""
         return bool(self.flags & FLAG_BKUP_REM)
+
+    @property
+    def fully_established(self) -> bool:
+        """The peer acknowledged the subflow's MP_CAPABLE/MP_JOIN third ACK."""
+        return bool(self.flags & FLAG_FULLY_ESTABLISHED)
 
     @property
     def backup(self) -> bool:
