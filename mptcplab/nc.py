@@ -5,7 +5,8 @@
 Standard input goes to the connection and the connection to standard output, both at once.
 When standard input ends, the write side is shut down (the peer sees EOF) and reading goes on
 until the peer shuts down too; the session also ends at the peer's EOF when standard input is a
-terminal. With `subflows`, a table of the connection's subflows (kernel id, local and remote
+terminal, or with `recv_only` (stdin unread, nothing sent, no early shutdown: the way to
+receive a file; `send_only` discards what arrives). With `subflows`, a table of the connection's subflows (kernel id, local and remote
 address, backup, bytes sent/received, RTT, cwnd) goes to stderr about once a second, and a
 final one when the session ends; `json` makes those JSON lines. A connection that fell back to
 plain TCP is said so on stderr.
@@ -20,6 +21,7 @@ import errno
 import os
 import selectors
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +52,8 @@ class NcOptions:
     timeout: float | None = None    # -w: connect timeout
     verbose: bool = False
     policy: str | None = None       # a path-manager policy for this connection
+    recv_only: bool = False         # never read stdin nor shut down early: end at peer's EOF
+    send_only: bool = False         # discard what the peer sends
 
 
 @dataclass
@@ -124,13 +128,18 @@ class SubflowWatch:
                 pass
             else:
                 info = full.mptcp_info
-                token = info.mptcpi_token if info else None
+                token = (info.mptcpi_token if info else None) or \
+                    (self.last.token if self.last else None)
                 flags = {}
                 if token:
                     flags = {(str(d.local), str(d.remote)): (d.backup_local, d.backup_remote)
                              for d in sockdiag.subflows(self._netns, token)}
                 live = set()
                 for s in full.subflows:
+                    # Once the connection has closed the kernel may list a placeholder for
+                    # its first subflow: id 0 (real ids start at 1), often with no address.
+                    if s.id == 0 or s.local is None or s.local.addr in ("0.0.0.0", "::"):
+                        continue
                     b = flags.get((str(s.local), str(s.remote)), (False, False))
                     self.seen[s.id] = _row(s.id, s.local, s.remote, s.tcp_info, _backup_word(*b))
                     live.add(s.id)
@@ -149,6 +158,11 @@ class SubflowWatch:
         except OSError:
             remote = self.last.subflows[0].remote if self.last and self.last.subflows else None
         row = _row(None, local, remote, t, "no")
+        if t.tcpi_state == 7 and self.last and self.last.subflows and \
+                row.bytes_sent + row.bytes_received < \
+                self.last.subflows[0].bytes_sent + self.last.subflows[0].bytes_received:
+            # a closed fallback connection has dropped its subflow and its counters
+            row = SubflowRow(**{**asdict(self.last.subflows[0]), "state": "closed"})
         self.last = Sample(elapsed, False, self.mptcp, None, row.bytes_sent, row.bytes_received,
                            [row])
         return self.last
@@ -264,8 +278,13 @@ def _bind(sock: socket.socket, addr: str, port: int) -> None:
         raise LabError(f"cannot bind {where}: {exc.strerror}") from None
 
 
-def open_connection(opts: NcOptions, note: Callable[[str], None]) -> socket.socket:
-    """Listen and accept one connection, or connect: the connected socket."""
+def open_connection(opts: NcOptions, note: Callable[[str], None]
+                    ) -> tuple[socket.socket, socket.socket | None]:
+    """Listen and accept one connection, or connect: (the connected socket, the listener).
+
+    The listener stays open while the connection lives: the peer's MP_JOIN SYNs to this
+    address and port are answered by it (closed, they would be reset and no second subflow
+    could join). Further connections are refused by `pump`."""
     proto = socket.IPPROTO_TCP if opts.tcp else IPPROTO_MPTCP
     netns_fd = _netns_fd(opts.netns)
     try:
@@ -282,17 +301,18 @@ def open_connection(opts: NcOptions, note: Callable[[str], None]) -> socket.sock
                 if family == socket.AF_INET6 and not opts.host:
                     lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 _bind(lsock, host, opts.port)
-                lsock.listen(1)
+                lsock.listen(4)
                 if opts.verbose:
                     note(f"listening on {_endpoint(host, opts.port)} "
                          f"({'TCP' if opts.tcp else 'MPTCP'})")
                 sock, peer = lsock.accept()
-            finally:
+            except BaseException:
                 lsock.close()
+                raise
             if opts.verbose:
                 addr = peer[0].removeprefix("::ffff:") if "." in peer[0] else peer[0]
                 note(f"connection from {_endpoint(addr, peer[1])}")
-            return sock
+            return sock, lsock
         assert opts.host is not None
         family, addr = _resolve(opts.host, opts.port, opts.family or
                                 (socket.AF_INET6 if opts.source and ":" in opts.source
@@ -318,7 +338,7 @@ def open_connection(opts: NcOptions, note: Callable[[str], None]) -> socket.sock
             raise
         if opts.verbose:
             note(f"connected to {where} ({'TCP' if opts.tcp else 'MPTCP'})")
-        return sock
+        return sock, None
     finally:
         if netns_fd is not None:
             os.close(netns_fd)
@@ -333,27 +353,44 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def pump(sock: socket.socket, stdin_fd: int, stdout_fd: int,
-         tick: Callable[[], None] | None = None, interval: float = 1.0) -> tuple[int, int]:
+def pump(sock: socket.socket, stdin_fd: int | None, stdout_fd: int | None,
+         tick: Callable[[], None] | None = None, interval: float = 1.0,
+         before_shutdown: Callable[[], None] | None = None,
+         at_eof: Callable[[], None] | None = None,
+         listener: socket.socket | None = None) -> tuple[int, int]:
     """Move stdin -> sock and sock -> stdout until both directions are done (or the peer is
-    done and stdin is a terminal). `tick()` runs about every `interval` s. Returns
-    (bytes sent, bytes received)."""
+    done and stdin is a terminal). `tick()` runs about every `interval` s,
+    `before_shutdown()` once everything read from stdin is in the socket (before the write
+    side is shut down), `at_eof()` when the peer's EOF arrives. `stdin_fd` None: send
+    nothing, end at the peer's EOF; `stdout_fd` None: discard what arrives. Connections to
+    `listener` (kept open for the joins) are refused with a reset. Returns (bytes sent,
+    bytes received)."""
     sock.setblocking(False)
     sel = selectors.DefaultSelector()
     pending = bytearray()
-    stdin_open, net_open, shut = True, True, False
+    stdin_open, net_open, shut = stdin_fd is not None, True, False
     sent = received = 0
-    stdin_tty = os.isatty(stdin_fd)
+    # Receiving only, or typing at a terminal: the peer's EOF ends the session.
+    ends_at_eof = stdin_fd is None or os.isatty(stdin_fd)
     sel.register(sock, selectors.EVENT_READ)
-    try:
-        sel.register(stdin_fd, selectors.EVENT_READ)
-        stdin_selectable = True
-    except (ValueError, PermissionError, OSError):   # a regular file: always readable
-        stdin_selectable = False
+    if listener is not None:
+        listener.setblocking(False)
+        sel.register(listener, selectors.EVENT_READ)
+    stdin_selectable = False
+    if stdin_fd is not None:
+        try:
+            sel.register(stdin_fd, selectors.EVENT_READ)
+            stdin_selectable = True
+        except (ValueError, PermissionError, OSError):   # a regular file: always readable
+            pass
     next_tick = time.monotonic() + interval
     try:
         while True:
-            if not stdin_open and not pending and not shut:
+            if not stdin_open and not pending and not shut and stdin_fd is not None:
+                if before_shutdown is not None:
+                    sock.setblocking(True)
+                    before_shutdown()
+                    sock.setblocking(False)
                 try:
                     sock.shutdown(socket.SHUT_WR)
                 except OSError:
@@ -361,7 +398,7 @@ def pump(sock: socket.socket, stdin_fd: int, stdout_fd: int,
                 shut = True
             if shut and not net_open:
                 break
-            if not net_open and stdin_tty:
+            if not net_open and ends_at_eof:
                 break
             want = selectors.EVENT_READ if net_open else 0
             if pending:
@@ -375,7 +412,10 @@ def pump(sock: socket.socket, stdin_fd: int, stdout_fd: int,
                 timeout = 0.0
             events = sel.select(timeout)
             ready = {key.fd: mask for key, mask in events}
-            if read_stdin and (not stdin_selectable or stdin_fd in ready):
+            if listener is not None and listener.fileno() in ready:
+                _refuse(listener)
+            if read_stdin and stdin_fd is not None and \
+                    (not stdin_selectable or stdin_fd in ready):
                 data = os.read(stdin_fd, CHUNK)
                 if data:
                     pending += data
@@ -391,9 +431,12 @@ def pump(sock: socket.socket, stdin_fd: int, stdout_fd: int,
                     raise LabError("the connection was reset by the peer") from None
                 if data == b"":
                     net_open = False
+                    if at_eof is not None:
+                        at_eof()
                 elif data:
                     received += len(data)
-                    _write_all(stdout_fd, data)
+                    if stdout_fd is not None:
+                        _write_all(stdout_fd, data)
             if pending and (mask & selectors.EVENT_WRITE or not stdin_selectable):
                 try:
                     n = sock.send(pending)
@@ -410,6 +453,16 @@ def pump(sock: socket.socket, stdin_fd: int, stdout_fd: int,
     finally:
         sel.close()
     return sent, received
+
+
+def _refuse(listener: socket.socket) -> None:
+    """nc takes one connection: reset any other (SO_LINGER 0 turns close() into a RST)."""
+    try:
+        extra, _ = listener.accept()
+    except OSError:
+        return
+    extra.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    extra.close()
 
 
 def _modify(sel: selectors.BaseSelector, fileobj: Any, events: int) -> None:
@@ -447,7 +500,7 @@ def nc(opts: NcOptions, stdin_fd: int = 0, stdout_fd: int = 1,
     """Run one netcat session; returns the exit status."""
     err = err or sys.stderr
     display = Display(err, opts.json)
-    sock = open_connection(opts, display.note)
+    sock, listener = open_connection(opts, display.note)
     watch: SubflowWatch | None = None
     policy = None
     try:
@@ -471,9 +524,19 @@ def nc(opts: NcOptions, stdin_fd: int = 0, stdout_fd: int = 1,
             if opts.subflows or opts.json:
                 display.live(sample)
 
-        pump(sock, stdin_fd, stdout_fd, tick, opts.interval)
-        if opts.subflows or opts.json:
-            _settle(sock)       # the final table counts every byte, acknowledged
+        showing = opts.subflows or opts.json
+
+        def before_shutdown() -> None:
+            # Once both sides have shut down the kernel drops the subflows, and their
+            # counters with them: the final table is read while they still exist, with
+            # every byte sent acknowledged.
+            if showing:
+                _settle(sock)
+                watch.sample()                  # type: ignore[union-attr]
+
+        pump(sock, None if opts.recv_only else stdin_fd,
+             None if opts.send_only else stdout_fd, tick, opts.interval, before_shutdown,
+             watch.sample if showing else None, listener)
         final = watch.sample()
         if final.fallback and not fallback_said:
             display.note("this connection fell back to plain TCP")
@@ -485,4 +548,6 @@ def nc(opts: NcOptions, stdin_fd: int = 0, stdout_fd: int = 1,
         if watch is not None:
             watch.close()
         sock.close()
+        if listener is not None:
+            listener.close()
     return ExitStatus.OK

@@ -23,6 +23,7 @@ docs/socket-api.md maps every old call to its upstream equivalent with an exampl
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -209,6 +210,8 @@ class MptcpSocket:
         `remote` (default: the initial subflow's remote address and port; a bare address takes
         that port), as a backup if `backup`. Returns once the peer has accepted the join
         (the subflow is fully established); LabError if it refused or time ran out."""
+        from mptcplab.pm import PmError
+
         timeout = self.timeout if timeout is None else timeout
         token = self.token
         first = sockopt.full_info(self.sock, with_tcp_info=False)
@@ -227,9 +230,23 @@ class MptcpSocket:
         pm, fd = self._pm()
         try:
             pm.subscribe()
-            self._command(lambda: pm.subflow_create(token, laddr, raddr, rport,
-                                                    local_port=lport, backup=backup), what)
             deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    self._command(lambda: pm.subflow_create(token, laddr, raddr, rport,
+                                                            local_port=lport, backup=backup),
+                                  what)
+                    break
+                except PmError as exc:
+                    # ENOTCONN: the connection is not fully established yet (the peer has
+                    # not acknowledged at the data level); it will be in a moment.
+                    if exc.errno != errno.ENOTCONN:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise LabError(f"{what}: the connection is not fully established "
+                                       f"after {timeout:g} s (no data-level ACK from the peer "
+                                       "yet; move some data first)") from None
+                    time.sleep(0.02)
             while True:
                 new = [s for s in self.get_sub_ids() if s.id not in before
                        and s.local and s.remote and s.local.addr == laddr

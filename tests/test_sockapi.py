@@ -125,9 +125,9 @@ def test_a_refused_join_is_an_error(lab):
     client, server = lab["client"], lab["server"]
     with traffic.connect(client, server, "10.0.1.2", port=5202) as conn:
         m = MptcpSocket(conn.client)
-        m.open_sub_tuple("10.0.2.1")
+        m.open_sub_tuple("10.0.2.1", "10.0.2.2")
         with pytest.raises(LabError, match="did not survive the join"):
-            m.open_sub_tuple("10.0.2.1")
+            m.open_sub_tuple("10.0.2.1", "10.0.2.2")
         assert [s.id for s in m.get_sub_ids()] == [1, 2]
 
 
@@ -135,7 +135,7 @@ def test_per_subflow_setsockopt_says_what_upstream_cannot(lab):
     client, server = lab["client"], lab["server"]
     with traffic.connect(client, server, "10.0.1.2", port=5203) as conn:
         m = MptcpSocket(conn.client)
-        m.open_sub_tuple("10.0.2.1")
+        m.open_sub_tuple("10.0.2.1", "10.0.2.2")
         with pytest.raises(NotPerSubflow, match="cannot set TCP_NODELAY on subflow 2 alone"):
             m.sub_setsockopt(2, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with pytest.raises(NotPerSubflow, match="cannot set option 9 at level 6 on one"):

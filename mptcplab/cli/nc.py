@@ -57,21 +57,22 @@ def _nc(args: argparse.Namespace) -> int:
                         source=None if args.listen else args.source, family=family,
                         tcp=args.tcp, subflows=args.subflows, json=args.json,
                         interval=args.interval, timeout=args.wait, verbose=args.verbose,
-                        policy=args.policy))
+                        policy=args.policy, recv_only=args.recv_only,
+                        send_only=args.send_only))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "nc", help="netcat over MPTCP: stdin to the connection, the connection to stdout",
-        usage="%(prog)s [-l] [-n NETNS|LAB:NODE] [-s ADDR] [-4|-6] [--tcp] [--subflows] "
-              "[--json] [--policy NAME] [HOST] PORT",
+        usage="%(prog)s [-l] [-n NETNS|LAB:NODE] [-s ADDR] [-4|-6] [--tcp] "
+              "[--recv-only|--send-only] [--subflows] [--json] [--policy NAME] [HOST] PORT",
         description="Open an MPTCP connection (or accept one with -l) and copy standard input "
                     "to it and it to standard output, both ways at once. When standard input "
                     "ends the write side is shut down and reading goes on until the peer "
                     "closes. --subflows shows the connection's subflows on stderr about once a "
                     "second (kernel subflow id, addresses, backup, bytes, RTT, cwnd) and a final "
                     "table; a connection that fell back to plain TCP is said so.",
-        epilog="Examples: `mptcplab nc -l -n server 5000 > out` and `mptcplab nc -n client "
+        epilog="Examples: `mptcplab nc -l --recv-only -n server 5000 > out` and `mptcplab nc -n client "
                "--subflows 10.0.1.2 5000 < file` in a two-paths lab. Exit codes: 0 done, 1 "
                "connection refused/reset or port in use, 2 usage, 3 bad address or namespace, "
                "4 needs root for -n, 5 no MPTCP in this kernel, 130 interrupted.")
@@ -89,6 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     fam.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 only")
     p.add_argument("--tcp", action="store_true",
                    help="plain TCP instead of MPTCP (a peer that does not speak MPTCP)")
+    way = p.add_mutually_exclusive_group()
+    way.add_argument("--recv-only", action="store_true",
+                     help="only receive: leave stdin unread, end when the peer closes")
+    way.add_argument("--send-only", action="store_true",
+                     help="only send: discard what the peer sends")
     p.add_argument("--subflows", action="store_true",
                    help="show the subflows on stderr about once a second, and a final table")
     add_json(p, "--subflows as JSON lines on stderr (stdout carries the data)")
