@@ -646,7 +646,7 @@ class MptcpPeer:
 
 
 def _line(seg: Segment) -> str:
-    opts = "; ".join(describe(o) for o in seg.options) or "no MPTCP option"
+    opts = "; ".join(describe(o, seg.tcp_flags) for o in seg.options) or "no MPTCP option"
     return (f"{seg.src}:{seg.sport} > {seg.dst}:{seg.dport} [{seg.tcp_flags}] "
             f"seq {seg.seq} ack {seg.ack} len {seg.payload_len} | {opts}")
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import select
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any, Self
 
+from mptcplab import namespaces
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
 from mptcplab.pm import netlink as nl
 from mptcplab.pm.events import Event, make_event
@@ -51,17 +53,22 @@ def _status(code: int) -> ExitStatus:
     if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT):
         return ExitStatus.MISSING_TOOL
     if code in (errno.EINVAL, errno.ENOENT, errno.EEXIST, errno.ERANGE, errno.EBADF,
-                errno.ENODEV, errno.EADDRNOTAVAIL):
+                errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH):
         return ExitStatus.BAD_INPUT
     return ExitStatus.ERROR
 
 
 def pm_error(exc: nl.NetlinkError, what: str) -> PmError:
-    """One line: what was asked, then the kernel's words (its extack, else strerror)."""
+    """One line: what was asked, then the kernel's words (its extack, else strerror). The
+    kernel wraps some failures as EINVAL with the real one in the text (`connect error: -98`):
+    that one is the error's errno."""
     code = exc.errno or errno.EIO
+    inner = re.search(r"error: -(\d+)$", exc.extack or "")
+    if inner and int(inner.group(1)) in errno.errorcode:
+        code = int(inner.group(1))
     if code in (errno.EPERM, errno.EACCES):
-        return PmError(f"{what}: the kernel refused: needs CAP_NET_ADMIN in this network "
-                       "namespace (run as root)", ExitStatus.NOT_ROOT, code, exc.extack)
+        return PmError(f"{what} needs root (CAP_NET_ADMIN in this network namespace): run it "
+                       "with sudo", ExitStatus.NOT_ROOT, code, exc.extack)
     words = exc.extack or os.strerror(code)
     if exc.extack and os.strerror(code).lower() not in exc.extack.lower():
         words = f"{exc.extack} ({os.strerror(code)})"
@@ -70,7 +77,7 @@ def pm_error(exc: nl.NetlinkError, what: str) -> PmError:
 
 def _ip(value: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return ipaddress.ip_address(str(value).split("%")[0])
+        return nl.parse_ip(str(value).split("%")[0])
     except ValueError:
         raise BadInput(f"{what}: {value!r} is not an IPv4 or IPv6 address") from None
 
@@ -104,7 +111,7 @@ def open_netns(netns: str | int | None) -> tuple[int | None, bool]:
         return None, False
     if isinstance(netns, int):
         return netns, False
-    path = netns if "/" in netns else os.path.join("/run/netns", netns)
+    path = netns if "/" in netns else os.path.join(namespaces.NETNS_DIR, netns)
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC), True
     except FileNotFoundError:
@@ -118,10 +125,8 @@ def in_netns(fd: int | None, fn: Any, *args: Any) -> Any:
     """fn(*args) inside the namespace open at fd (in this thread when fd is None)."""
     if fd is None:
         return fn(*args)
-    from mptcplab import namespaces as ns
-
     try:
-        return ns.run(fd, fn, *args)
+        return namespaces.run(fd, fn, *args)
     except PermissionError as exc:
         raise NotRoot(f"entering a network namespace needs root (CAP_SYS_ADMIN): "
                       f"{exc.strerror}") from None
@@ -190,7 +195,7 @@ class PathManager:
         name = nl.COMMAND_NAMES.get(cmd, str(cmd))
         if not self.supports(cmd):
             raise MissingTool(f"this kernel's mptcp_pm family has no {name} command "
-                              "(a userspace path manager needs Linux 5.19 or later)")
+                              "(its list of operations lacks it: the kernel is older)")
         if attrs:
             accepted = self.genl.policy(cmd)
             if accepted is None:
@@ -451,6 +456,10 @@ class PathManager:
             except nl.NetlinkError as exc:
                 sock.close()
                 raise MissingTool(str(exc)) from None
+            except PermissionError:
+                sock.close()
+                raise NotRoot("subscribing to the mptcp_pm events needs root "
+                              "(CAP_NET_ADMIN): run it with sudo") from None
         return self._events
 
     def unsubscribe(self) -> None:
@@ -461,13 +470,14 @@ class PathManager:
     def event_fileno(self) -> int:
         return self.subscribe().fileno()
 
-    def read_events(self) -> list[Event]:
-        """The events waiting now (blocks until at least one datagram is there). On
-        overflow raises OSError(ENOBUFS), counted in `self.enobufs`: events were lost."""
+    def read_events(self, block: bool = True) -> list[Event]:
+        """The events of the next queued datagram (blocking until there is one, unless
+        `block` is false: then BlockingIOError when none). On overflow raises
+        OSError(ENOBUFS), counted in `self.enobufs`: events were lost."""
         sub = self.subscribe()
         now = time.time()
         try:
-            batch = sub.read()
+            batch = sub.read(block)
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 self.enobufs += 1

@@ -22,6 +22,7 @@ own so that an overflow (ENOBUFS) is seen, never silently skipped.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -179,6 +180,12 @@ class mptcp_event_msg(genlmsg):
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """ipaddress.ip_address, remembered: a daemon sees the same few addresses all day."""
+    return ipaddress.ip_address(text)
+
+
 def address_attrs(addr: str | None = None, id: int | None = None, port: int | None = None,
                   flags: Any = None, ifindex: int | None = None) -> dict[str, Any]:
     """The one builder of an `address` nest (MPTCP_PM_ATTR_ADDR / _ADDR_REMOTE), for the
@@ -186,7 +193,7 @@ def address_attrs(addr: str | None = None, id: int | None = None, port: int | No
     converts it); `flags` by name or as a number."""
     attrs: list[tuple[str, Any]] = []
     if addr is not None:
-        ip = ipaddress.ip_address(addr)
+        ip = parse_ip(str(addr))
         if ip.version == 4:
             attrs += [("MPTCP_PM_ADDR_ATTR_FAMILY", socket.AF_INET),
                       ("MPTCP_PM_ADDR_ATTR_ADDR4", str(ip))]
@@ -329,8 +336,6 @@ CTRL_ATTR_MCAST_GRP_NAME = 1
 CTRL_ATTR_MCAST_GRP_ID = 2
 CTRL_ATTR_POLICY_DO = 1
 CTRL_ATTR_POLICY_DUMP = 2
-NL_POLICY_TYPE_ATTR_TYPE = 1
-NL_POLICY_TYPE_ATTR_POLICY_IDX = 8
 HDR = struct.Struct("=IHHII")
 GENL_HDR = struct.Struct("=BBH")
 
@@ -381,9 +386,8 @@ class Family:
     maxattr: int
     ops: frozenset[int]
     groups: dict[str, int]
-    # per command: attribute numbers its `do` policy accepts (None: not asked yet / unknown)
+    # per command: attribute numbers its `do` policy accepts (None: the kernel cannot say)
     policies: dict[int, frozenset[int] | None] = field(default_factory=dict)
-    nested: dict[int, dict[int, frozenset[int]]] = field(default_factory=dict)
 
 
 _families: dict[str, Family] = {}
@@ -481,17 +485,13 @@ class GenlSocket:
             fam.policies[cmd] = None
             return None
         tables: dict[int, set[int]] = {}
-        nested: dict[int, int] = {}        # attribute number -> policy index of its nest
         do_idx: int | None = None
         for reply in replies:
             for atype, s, e in _tlvs(reply, 0, len(reply)):
                 if atype == CTRL_ATTR_POLICY:
                     for idx, ps, pe in _tlvs(reply, s, e):
-                        for attr_no, as_, ae in _tlvs(reply, ps, pe):
+                        for attr_no, _, _ in _tlvs(reply, ps, pe):
                             tables.setdefault(idx, set()).add(attr_no)
-                            for t, vs, _ in _tlvs(reply, as_, ae):
-                                if t == NL_POLICY_TYPE_ATTR_POLICY_IDX and idx == 0:
-                                    nested[attr_no] = struct.unpack_from("=I", reply, vs)[0]
                 elif atype == CTRL_ATTR_OP_POLICY:
                     for _op, os_, oe in _tlvs(reply, s, e):
                         for t, vs, _ in _tlvs(reply, os_, oe):
@@ -499,7 +499,6 @@ class GenlSocket:
                                 do_idx = struct.unpack_from("=I", reply, vs)[0]
         top = frozenset(tables.get(do_idx if do_idx is not None else 0, ()))
         fam.policies[cmd] = top
-        fam.nested[cmd] = {a: frozenset(tables.get(i, ())) for a, i in nested.items()}
         return top
 
     # -- requests --------------------------------------------------------------------------
@@ -566,10 +565,24 @@ class EventSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def read(self) -> list[tuple[int, dict[str, Any]]]:
+    def grow(self, limit: int = 64 << 20) -> int:
+        """Double the kernel buffer (up to `limit`); the new size."""
+        size = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        want = min(limit, size * 2)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, want // 2)   # SO_RCVBUFFORCE
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want // 2)
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def read(self, block: bool = True) -> list[tuple[int, dict[str, Any]]]:
         """Every event in one datagram batch: (event type, attributes). Raises
-        OSError(ENOBUFS) when the kernel had to drop events (the buffer overflowed)."""
-        data = self.sock.recv(1 << 16)
+        OSError(ENOBUFS) when the kernel had to drop events (the buffer overflowed), and
+        BlockingIOError when not `block`ing and nothing is queued.
+
+        After an ENOBUFS the kernel stays quiet about further drops until the queue has been
+        read empty: a reader that wants to know it lost nothing more drains it, then looks."""
+        data = self.sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
         out = []
         off = 0
         fam_id = self.family.id

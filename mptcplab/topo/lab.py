@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any, Self
@@ -128,8 +129,12 @@ class Lab:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.stop()
+        if isinstance(exc, lifecycle.LabTerminated) and not exc.reported:
+            exc.reported = True
+            print(f"mptcplab: {exc}; lab {self.id} ({self.topology.name}) removed",
+                  file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def _step(self) -> Iterator[None]:
