@@ -140,8 +140,11 @@ class SubflowWatch:
                     # its first subflow: id 0 (real ids start at 1), often with no address.
                     if s.id == 0 or s.local is None or s.local.addr in ("0.0.0.0", "::"):
                         continue
-                    b = flags.get((str(s.local), str(s.remote)), (False, False))
-                    self.seen[s.id] = _row(s.id, s.local, s.remote, s.tcp_info, _backup_word(*b))
+                    b = flags.get((str(s.local), str(s.remote)))
+                    # sock_diag lists no closed subflow: keep what it said while it could
+                    word = _backup_word(*b) if b is not None else \
+                        self.seen[s.id].backup if s.id in self.seen else "no"
+                    self.seen[s.id] = _row(s.id, s.local, s.remote, s.tcp_info, word)
                     live.add(s.id)
                 for sub_id, row in self.seen.items():
                     if sub_id not in live and row.state != "closed":
@@ -176,6 +179,17 @@ class Display:
         self.json = json
         self.tty = err.isatty() and not json
         self._drawn = 0
+
+    def record(self, rec: dict[str, Any]) -> None:
+        """A path-manager policy's decision (or warning), as `mptcplab pm daemon` logs it."""
+        from mptcplab.report import json_line
+        from mptcplab.report.pm import record_line
+
+        if self.json:
+            print(json_line({**rec, "type": f"policy_{rec.get('type', 'record')}"}),
+                  file=self.err, flush=True)
+        else:
+            self.note("policy: " + record_line(rec))
 
     def note(self, text: str) -> None:
         self._forget()
@@ -278,13 +292,15 @@ def _bind(sock: socket.socket, addr: str, port: int) -> None:
         raise LabError(f"cannot bind {where}: {exc.strerror}") from None
 
 
-def open_connection(opts: NcOptions, note: Callable[[str], None]
+def open_connection(opts: NcOptions, note: Callable[[str], None],
+                    on_local_port: Callable[[int], None] | None = None
                     ) -> tuple[socket.socket, socket.socket | None]:
     """Listen and accept one connection, or connect: (the connected socket, the listener).
 
     The listener stays open while the connection lives: the peer's MP_JOIN SYNs to this
     address and port are answered by it (closed, they would be reset and no second subflow
-    could join). Further connections are refused by `pump`."""
+    could join). Further connections are refused by `pump`. `on_local_port(port)` learns
+    the connection's local port before the connection exists (a client binds first)."""
     proto = socket.IPPROTO_TCP if opts.tcp else IPPROTO_MPTCP
     netns_fd = _netns_fd(opts.netns)
     try:
@@ -301,6 +317,8 @@ def open_connection(opts: NcOptions, note: Callable[[str], None]
                 if family == socket.AF_INET6 and not opts.host:
                     lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 _bind(lsock, host, opts.port)
+                if on_local_port is not None:
+                    on_local_port(opts.port)
                 lsock.listen(4)
                 if opts.verbose:
                     note(f"listening on {_endpoint(host, opts.port)} "
@@ -319,8 +337,11 @@ def open_connection(opts: NcOptions, note: Callable[[str], None]
                                  else None))
         sock = _socket(family, proto, netns_fd)
         try:
-            if opts.source:
-                _bind(sock, opts.source, 0)
+            if opts.source or on_local_port is not None:
+                any_addr = "::" if family == socket.AF_INET6 else "0.0.0.0"
+                _bind(sock, opts.source or any_addr, 0)
+                if on_local_port is not None:
+                    on_local_port(sock.getsockname()[1])
             sock.settimeout(opts.timeout)
             where = _endpoint(addr[0], addr[1])
             try:
@@ -500,19 +521,26 @@ def nc(opts: NcOptions, stdin_fd: int = 0, stdout_fd: int = 1,
     """Run one netcat session; returns the exit status."""
     err = err or sys.stderr
     display = Display(err, opts.json)
-    sock, listener = open_connection(opts, display.note)
-    watch: SubflowWatch | None = None
     policy = None
+    if opts.policy:
+        from mptcplab.nc_policy import OwnPolicy
+
+        policy = OwnPolicy(opts.policy, opts.netns, display.record)
+        policy.start()
+    try:
+        sock, listener = open_connection(opts, display.note,
+                                         policy.claim if policy is not None else None)
+    except BaseException:
+        if policy is not None:
+            policy.stop()
+        raise
+    watch: SubflowWatch | None = None
     try:
         started = time.monotonic()
         watch = SubflowWatch(sock, started)
         first = watch.sample()
         if first.fallback:
             display.note("this connection fell back to plain TCP")
-        if opts.policy:
-            from mptcplab.nc_policy import start_policy
-
-            policy = start_policy(opts.policy, sock, display.note)
         fallback_said = first.fallback
 
         def tick() -> None:
