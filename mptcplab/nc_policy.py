@@ -77,7 +77,7 @@ class OwnPolicy:
         def serve() -> None:
             try:
                 self.daemon.serve()
-            except BaseException as exc:     # reported when nc ends
+            except BaseException as exc:  # re-raised by stop()
                 self.failure = exc
 
         self.thread = threading.Thread(target=serve, name="mptcplab-nc-policy", daemon=True)

@@ -153,15 +153,15 @@ def test_per_subflow_setsockopt_says_what_upstream_cannot(lab):
 
 
 def test_in_kernel_path_manager_is_said_plainly():
-    with Lab(catalogue.get("two-paths")) as lab2:
-        with traffic.connect(lab2["client"], lab2["server"], "10.0.1.2", port=5204) as conn:
-            m = MptcpSocket(conn.client)
-            ids = m.get_sub_ids()           # reading needs no path manager
-            with pytest.raises(InKernelPathManager,
-                               match="managed by the in-kernel path manager.*pm_type = 1"):
-                m.open_sub_tuple("10.0.2.1", "10.0.2.2")
-            with pytest.raises(InKernelPathManager):
-                m.set_backup(ids[0].id)
+    with Lab(catalogue.get("two-paths")) as lab2, \
+            traffic.connect(lab2["client"], lab2["server"], "10.0.1.2", port=5204) as conn:
+        m = MptcpSocket(conn.client)
+        ids = m.get_sub_ids()           # reading needs no path manager
+        with pytest.raises(InKernelPathManager,
+                           match="managed by the in-kernel path manager.*pm_type = 1"):
+            m.open_sub_tuple("10.0.2.1", "10.0.2.2")
+        with pytest.raises(InKernelPathManager):
+            m.set_backup(ids[0].id)
 
 
 def test_bad_sockets(lab):

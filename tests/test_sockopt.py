@@ -8,7 +8,7 @@ import socket
 import time
 
 import pytest
-from ss_text import SS_MPTCP_KEYS, ss, ss_version, seq_base, ulp_tokens
+from ss_text import SS_MPTCP_KEYS, seq_base, ss, ss_version, ulp_tokens
 from topo_fixtures import needs_root, needs_ss, root_guard  # noqa: F401  (module fixture)
 
 from mptcplab import sockdiag, sockopt, traffic
@@ -158,10 +158,10 @@ def test_endpoint_counters_follow_the_path_manager(lab):
 
 
 def test_checksum_shows_in_mptcp_info():
-    with Lab(catalogue.get("two-paths", checksum=True)) as lab2:
-        with traffic.connect(lab2["client"], lab2["server"], "10.0.1.2", port=5103) as conn:
-            assert sockopt.mptcp_info(conn.client).mptcpi_csum_enabled == 1
-            assert sockopt.mptcp_info(conn.server).mptcpi_csum_enabled == 1
+    with Lab(catalogue.get("two-paths", checksum=True)) as lab2, \
+            traffic.connect(lab2["client"], lab2["server"], "10.0.1.2", port=5103) as conn:
+        assert sockopt.mptcp_info(conn.client).mptcpi_csum_enabled == 1
+        assert sockopt.mptcp_info(conn.server).mptcpi_csum_enabled == 1
 
 
 # -- tcp_info per subflow --------------------------------------------------------------------
@@ -303,16 +303,15 @@ def test_more_subflows_than_the_first_buffer(monkeypatch):
     """The readers grow their buffer when the kernel counts more subflows than they offered
     room for (8 by default; 2 here, against four-paths' four subflows)."""
     monkeypatch.setattr(sockopt, "_FIRST_ROOM", 2)
-    with Lab(catalogue.get("four-paths")) as lab4:
-        with traffic.connect(lab4["ns2"], lab4["ns1"], "10.0.1.1", port=5105) as conn:
-            wait_for(lambda: sockopt.full_info(conn.client).num_subflows == 4,
-                     what="4 subflows")
-            full = sockopt.full_info(conn.client)
-            assert [s.id for s in full.subflows] == [1, 2, 3, 4]
-            remotes = sorted(s.remote.addr for s in full.subflows)
-            assert remotes == ["10.0.1.1", "10.0.2.1", "10.0.3.1", "10.0.4.1"]
-            assert len(sockopt.tcp_infos(conn.client)) == 4
-            assert len(sockopt.subflow_addrs(conn.client)) == 4
+    with Lab(catalogue.get("four-paths")) as lab4, \
+            traffic.connect(lab4["ns2"], lab4["ns1"], "10.0.1.1", port=5105) as conn:
+        wait_for(lambda: sockopt.full_info(conn.client).num_subflows == 4, what="4 subflows")
+        full = sockopt.full_info(conn.client)
+        assert [s.id for s in full.subflows] == [1, 2, 3, 4]
+        remotes = sorted(s.remote.addr for s in full.subflows)
+        assert remotes == ["10.0.1.1", "10.0.2.1", "10.0.3.1", "10.0.4.1"]
+        assert len(sockopt.tcp_infos(conn.client)) == 4
+        assert len(sockopt.subflow_addrs(conn.client)) == 4
 
 
 # -- what is not an MPTCP connection ---------------------------------------------------------
