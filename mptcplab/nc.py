@@ -519,7 +519,17 @@ def _settle(sock: socket.socket, limit: float = 10.0) -> None:
 def nc(opts: NcOptions, stdin_fd: int = 0, stdout_fd: int = 1,
        err: TextIO | None = None) -> int:
     """Run one netcat session; returns the exit status."""
-    err = err or sys.stderr
+    from mptcplab.topo.lifecycle import hold_termination, release_termination
+
+    # SIGTERM/SIGHUP unwind like Ctrl-C: a policy's path-manager switch is undone on the way
+    hold_termination()
+    try:
+        return _session(opts, stdin_fd, stdout_fd, err or sys.stderr)
+    finally:
+        release_termination()
+
+
+def _session(opts: NcOptions, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     display = Display(err, opts.json)
     policy = None
     if opts.policy:

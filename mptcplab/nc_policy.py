@@ -59,6 +59,7 @@ class OwnPolicy:
         self.daemon: Any = None
         self.thread: threading.Thread | None = None
         self.failure: BaseException | None = None
+        self._held: list[dict[str, Any]] | None = None
 
     def _mine(self, conn: Any) -> bool:
         return self.port is not None and conn.sport == self.port
@@ -71,8 +72,12 @@ class OwnPolicy:
         from mptcplab.pm.daemon import Daemon
 
         privileges.require("--policy (a userspace path manager)", privileges.CAP_NET_ADMIN)
+        self._held: list[dict[str, Any]] | None = []   # shown once start() succeeded
         self.daemon = Daemon(self.policy, self.netns, on_record=self._record)
         self.daemon.start()
+        held, self._held = self._held, None
+        for rec in held or []:
+            self.emit(rec)
 
         def serve() -> None:
             try:
@@ -85,7 +90,10 @@ class OwnPolicy:
 
     def _record(self, rec: dict[str, Any]) -> None:
         if rec.get("type") in ("decision", "warning") or rec.get("action") == "start":
-            self.emit(rec)
+            if self._held is not None:
+                self._held.append(rec)
+            else:
+                self.emit(rec)
 
     def stop(self) -> None:
         if self.daemon is None:

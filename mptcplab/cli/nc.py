@@ -49,6 +49,9 @@ def _nc(args: argparse.Namespace) -> int:
             raise LabError("with -l, give the address as HOST or as -s, not both",
                            ExitStatus.USAGE)
         host = args.source
+    if args.policy is not None and not args.policy.strip():
+        raise LabError("--policy needs a policy name, e.g. --policy \"backup-preference "
+                       "wlan0 wwan0\"", ExitStatus.USAGE)
     if args.policy and args.tcp:
         raise LabError("--policy steers MPTCP subflows; it means nothing with --tcp",
                        ExitStatus.USAGE)
@@ -65,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "nc", help="netcat over MPTCP: stdin to the connection, the connection to stdout",
         usage="%(prog)s [-l] [-n NETNS|LAB:NODE] [-s ADDR] [-4|-6] [--tcp] "
-              "[--recv-only|--send-only] [--subflows] [--json] [--policy NAME] [HOST] PORT",
+              "[--recv-only|--send-only] [--subflows] [--json] [--policy 'NAME [ARGS]'] [HOST] PORT",
         description="Open an MPTCP connection (or accept one with -l) and copy standard input "
                     "to it and it to standard output, both ways at once. When standard input "
                     "ends the write side is shut down and reading goes on until the peer "
@@ -100,9 +103,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json(p, "--subflows as JSON lines on stderr (stdout carries the data)")
     p.add_argument("--interval", type=seconds, default=1.0, metavar="SECONDS",
                    help="how often --subflows refreshes (default %(default)s)")
-    p.add_argument("--policy", metavar="NAME",
-                   help="run a path-manager policy for this connection (needs the userspace "
-                        "path manager in the namespace)")
+    p.add_argument("--policy", metavar="'NAME [ARGS]'",
+                   help="steer this connection's subflows with a path-manager policy, as one "
+                        "quoted word: 'backup-preference wlan0 wwan0' (WiFi carries the data, "
+                        "cellular waits as backup), 'subflows N', 'ndiffports N', 'fullmesh' "
+                        "or a FILE.py (docs/pm.md). While nc runs the namespace uses the "
+                        "userspace path manager, so its other connections get no subflows; "
+                        "the old one is put back at the end")
     p.add_argument("-w", "--wait", type=seconds, metavar="SECONDS",
                    help="give up connecting after SECONDS")
     p.add_argument("-v", "--verbose", action="store_true",
