@@ -106,10 +106,12 @@ class SubflowWatch:
     """Samples one connection's subflows; remembers the last values of subflows that have
     gone, so the final table lists every subflow the connection had."""
 
-    def __init__(self, sock: socket.socket, started: float) -> None:
+    def __init__(self, sock: socket.socket, started: float, wanted_mptcp: bool = True) -> None:
         self.sock = sock
         self.started = started
         self.mptcp = sockopt.is_mptcp(sock)
+        # An MPTCP listener hands out a plain TCP socket for a client that offered no MPTCP.
+        self.wanted_mptcp = wanted_mptcp
         self.seen: dict[int, SubflowRow] = {}
         self.last: Sample | None = None
         self._netns = sockdiag.netns_of(sock)
@@ -166,8 +168,8 @@ class SubflowWatch:
                 self.last.subflows[0].bytes_sent + self.last.subflows[0].bytes_received:
             # a closed fallback connection has dropped its subflow and its counters
             row = SubflowRow(**{**asdict(self.last.subflows[0]), "state": "closed"})
-        self.last = Sample(elapsed, False, self.mptcp, None, row.bytes_sent, row.bytes_received,
-                           [row])
+        self.last = Sample(elapsed, False, self.wanted_mptcp, None, row.bytes_sent,
+                           row.bytes_received, [row])
         return self.last
 
 
@@ -547,7 +549,7 @@ def _session(opts: NcOptions, stdin_fd: int, stdout_fd: int, err: TextIO) -> int
     watch: SubflowWatch | None = None
     try:
         started = time.monotonic()
-        watch = SubflowWatch(sock, started)
+        watch = SubflowWatch(sock, started, wanted_mptcp=not opts.tcp)
         first = watch.sample()
         if first.fallback:
             display.note("this connection fell back to plain TCP")

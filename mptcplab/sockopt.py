@@ -393,8 +393,9 @@ def _raise(err: int, what: str, sock: Sock) -> None:
         proto = protocol(sock)
         if proto != IPPROTO_MPTCP:
             name = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP"}.get(proto, str(proto))
-            raise NotMptcp(f"{what}: not an MPTCP socket (protocol {name}); open it with "
-                           "IPPROTO_MPTCP (262)")
+            raise NotMptcp(f"{what}: not an MPTCP socket (protocol {name}): opened without "
+                           "IPPROTO_MPTCP (262), or accepted by an MPTCP listener from a "
+                           "client that does not speak MPTCP")
         raise Fallback(what)
     if err == errno.ENOPROTOOPT:
         raise MissingTool(f"{what}: this kernel does not know the option (ENOPROTOOPT)")
@@ -492,10 +493,11 @@ def tcp_info(sock: Sock) -> TcpInfo:
 
 
 def is_fallback(sock: Sock) -> bool:
-    """True when the MPTCP socket's connection fell back to plain TCP (the kernel then answers
-    MPTCP_INFO with EOPNOTSUPP). A plain TCP socket is not an MPTCP socket: NotMptcp."""
+    """True when the connection is plain TCP: an MPTCP socket that fell back (the kernel then
+    answers MPTCP_INFO with EOPNOTSUPP), or the TCP socket an MPTCP listener's accept() hands
+    out for a client that did not offer MPTCP."""
     try:
         mptcp_info(sock)
-    except Fallback:
+    except (Fallback, NotMptcp):
         return True
     return False

@@ -322,6 +322,7 @@ def test_fallback_is_said_in_words(lab):
                          proto=socket.IPPROTO_TCP) as plain:
         with pytest.raises(NotMptcp, match="not an MPTCP socket \\(protocol TCP\\)"):
             sockopt.mptcp_info(plain.client)
+        assert sockopt.is_fallback(plain.client) and not sockopt.is_mptcp(plain.client)
         with pytest.raises(NotMptcp):
             sockopt.full_info(plain.client)
     # An MPTCP client against a plain TCP listener falls back.
