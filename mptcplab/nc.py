@@ -114,12 +114,18 @@ class SubflowWatch:
         self.wanted_mptcp = wanted_mptcp
         self.seen: dict[int, SubflowRow] = {}
         self.last: Sample | None = None
-        self._netns = sockdiag.netns_of(sock)
+        self._diag: sockdiag.SockDiag | None = None
+        if self.mptcp:
+            fd = sockdiag.netns_of(sock)
+            try:
+                self._diag = sockdiag.SockDiag(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
-        if self._netns is not None:
-            os.close(self._netns)
-            self._netns = None
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None
 
     def sample(self) -> Sample:
         elapsed = time.monotonic() - self.started
@@ -132,20 +138,17 @@ class SubflowWatch:
                 info = full.mptcp_info
                 token = (info.mptcpi_token if info else None) or \
                     (self.last.token if self.last else None)
-                flags = {}
-                if token:
-                    flags = {(str(d.local), str(d.remote)): (d.backup_local, d.backup_remote)
-                             for d in sockdiag.subflows(self._netns, token)}
                 live = set()
                 for s in full.subflows:
                     # Once the connection has closed the kernel may list a placeholder for
                     # its first subflow: id 0 (real ids start at 1), often with no address.
                     if s.id == 0 or s.local is None or s.local.addr in ("0.0.0.0", "::"):
                         continue
-                    b = flags.get((str(s.local), str(s.remote)))
+                    d = self._diag.subflow(s.local, s.remote) \
+                        if self._diag is not None and s.remote is not None else None
                     # sock_diag lists no closed subflow: keep what it said while it could
-                    word = _backup_word(*b) if b is not None else \
-                        self.seen[s.id].backup if s.id in self.seen else "no"
+                    word = _backup_word(d.backup_local, d.backup_remote) if d is not None \
+                        else self.seen[s.id].backup if s.id in self.seen else "no"
                     self.seen[s.id] = _row(s.id, s.local, s.remote, s.tcp_info, word)
                     live.add(s.id)
                 for sub_id, row in self.seen.items():

@@ -137,21 +137,22 @@ class MptcpSocket:
 
     # -- reading (no path manager needed) ----------------------------------------------------
 
-    def _diag(self, token: int) -> dict[tuple[SockAddr, SockAddr], sockdiag.DiagSubflow]:
-        return {(d.local, d.remote): d for d in sockdiag.subflows_of(self.sock, token)}
-
     def get_sub_ids(self) -> list[SubStatus]:
         """MPTCP_GET_SUB_IDS: every subflow with its id, state and backup flags."""
         full = sockopt.full_info(self.sock)
-        token = full.mptcp_info.mptcpi_token if full.mptcp_info else 0
-        diag = self._diag(token) if token else {}
+        fd = sockdiag.netns_of(self.sock)
+        try:
+            diag = sockdiag.SockDiag(fd)
+        finally:
+            os.close(fd)
         out = []
-        for s in full.subflows:
-            d = diag.get((s.local, s.remote)) if s.local and s.remote else None
-            out.append(SubStatus(
-                s.id, s.tcp_info.state if s.tcp_info else "?",
-                bool(d and d.fully_established),
-                bool(d and d.backup_local), bool(d and d.backup_remote), s.local, s.remote))
+        with diag:
+            for s in full.subflows:
+                d = diag.subflow(s.local, s.remote) if s.local and s.remote else None
+                out.append(SubStatus(
+                    s.id, s.tcp_info.state if s.tcp_info else "?",
+                    bool(d and d.fully_established),
+                    bool(d and d.backup_local), bool(d and d.backup_remote), s.local, s.remote))
         return out
 
     def _subflow(self, sub_id: int) -> Subflow:

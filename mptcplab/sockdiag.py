@@ -4,6 +4,7 @@
     subflows(netns_fd, token=) -> list[DiagSubflow]  TCP subflows with tcp_info and the MPTCP ULP
                                                      attributes (tokens, address ids, flags:
                                                      backup asked by us / by the peer)
+    SockDiag(netns_fd)                               the same, over one kept netlink socket
     netns_of(sock) -> fd                             the namespace a socket lives in (SIOCGSKNS)
 
 Socket options (mptcplab.sockopt) answer for one connection from its own socket; this answers
@@ -134,36 +135,57 @@ def _addr(family: int, raw: bytes, port: bytes) -> SockAddr:
     return SockAddr(family, text, int.from_bytes(port, "big"))
 
 
-def _dump(family: int, protocol: int) -> list[tuple[tuple[Any, ...], dict[int, bytes]]]:
-    """One SOCK_DIAG_BY_FAMILY dump in the calling thread's namespace: (inet_diag_msg fields,
-    attributes) per socket."""
-    sk = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    try:
-        ext = 1 << (INET_DIAG_INFO - 1)
-        req = _REQ.pack(family, protocol & 0xFF, ext, 0, 0xFFFFFFFF, b"", b"", b"", 0, b"")
-        if protocol > 0xFF:   # IPPROTO_MPTCP does not fit the u8: say it in an attribute
-            req += struct.pack("=HHI", 8, INET_DIAG_REQ_PROTOCOL, protocol)
-        sk.sendto(_NLH.pack(_NLH.size + len(req), SOCK_DIAG_BY_FAMILY,
-                            NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req, (0, 0))
-        out: list[tuple[tuple[Any, ...], dict[int, bytes]]] = []
-        while True:
-            data = sk.recv(1 << 16)
-            off = 0
-            while off + _NLH.size <= len(data):
-                length, kind, _, _, _ = _NLH.unpack_from(data, off)
-                if kind == NLMSG_DONE:
+INET_DIAG_NOCOOKIE = b"\xff" * 8
+
+
+def _ip_bytes(family: int, addr: str) -> bytes:
+    ip = ipaddress.ip_address(addr)
+    if family == socket.AF_INET6 and ip.version == 4:
+        ip = ipaddress.IPv6Address(f"::ffff:{ip}")      # an IPv4 subflow of an IPv6 socket
+    return ip.packed.ljust(16, b"\0")
+
+
+def _dump(sk: socket.socket, family: int, protocol: int,
+          exact: tuple[SockAddr, SockAddr] | None = None
+          ) -> list[tuple[tuple[Any, ...], dict[int, bytes]]]:
+    """One SOCK_DIAG_BY_FAMILY request over `sk` (a NETLINK_SOCK_DIAG socket: it answers for
+    the namespace it was opened in): (inet_diag_msg fields, attributes) per socket. A dump
+    walks the whole host's hash table (other namespaces' sockets included, skipped by the
+    kernel), which costs milliseconds on a busy host; `exact` (local, remote) looks one socket
+    up by its four-tuple instead."""
+    ext = 1 << (INET_DIAG_INFO - 1)
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    sockid: tuple[bytes, bytes, bytes, int, bytes] = (b"", b"", b"", 0, b"")
+    if exact is not None:
+        local, remote = exact
+        flags = NLM_F_REQUEST
+        sockid = (local.port.to_bytes(2, "big") + remote.port.to_bytes(2, "big"),
+                  _ip_bytes(family, local.addr), _ip_bytes(family, remote.addr), 0,
+                  INET_DIAG_NOCOOKIE)
+    req = _REQ.pack(family, protocol & 0xFF, ext, 0, 0xFFFFFFFF, *sockid)
+    if protocol > 0xFF:   # IPPROTO_MPTCP does not fit the u8: say it in an attribute
+        req += struct.pack("=HHI", 8, INET_DIAG_REQ_PROTOCOL, protocol)
+    sk.sendto(_NLH.pack(_NLH.size + len(req), SOCK_DIAG_BY_FAMILY, flags, 1, 0) + req,
+              (0, 0))
+    out: list[tuple[tuple[Any, ...], dict[int, bytes]]] = []
+    while True:
+        data = sk.recv(1 << 16)
+        off = 0
+        while off + _NLH.size <= len(data):
+            length, kind, _, _, _ = _NLH.unpack_from(data, off)
+            if kind == NLMSG_DONE:
+                return out
+            if kind == NLMSG_ERROR:
+                (err,) = struct.unpack_from("=i", data, off + _NLH.size)
+                if err == -errno.ENOENT:   # no such socket, or no handler (no mptcp_diag)
                     return out
-                if kind == NLMSG_ERROR:
-                    (err,) = struct.unpack_from("=i", data, off + _NLH.size)
-                    if err == -errno.ENOENT:   # no handler for the protocol (no mptcp_diag)
-                        return out
-                    raise LabError(f"sock_diag dump: {os.strerror(-err)}")
-                body = data[off + _NLH.size:off + length]
-                msg = _MSG.unpack_from(body)
-                out.append((msg, dict(_attrs(body, _MSG.size))))
-                off += (length + 3) & ~3
-    finally:
-        sk.close()
+                raise LabError(f"sock_diag dump: {os.strerror(-err)}")
+            body = data[off + _NLH.size:off + length]
+            msg = _MSG.unpack_from(body)
+            out.append((msg, dict(_attrs(body, _MSG.size))))
+            off += (length + 3) & ~3
+            if exact is not None:
+                return out
 
 
 def _subflow(msg: tuple[Any, ...], attrs: dict[int, bytes]) -> DiagSubflow | None:
@@ -184,48 +206,73 @@ def _subflow(msg: tuple[Any, ...], attrs: dict[int, bytes]) -> DiagSubflow | Non
                        u(MPTCP_SUBFLOW_ATTR_FLAGS, "=I") or 0)
 
 
-def _here_subflows() -> list[DiagSubflow]:
-    out = []
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for msg, attrs in _dump(fam, socket.IPPROTO_TCP):
-            sf = _subflow(msg, attrs)
-            if sf is not None:
-                out.append(sf)
-    return out
+class SockDiag:
+    """A NETLINK_SOCK_DIAG socket opened in a namespace (an fd on it, or None: this thread's),
+    kept for repeated dumps (a monitor reads one every second)."""
 
+    def __init__(self, netns_fd: int | None = None) -> None:
+        def make() -> socket.socket:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
 
-def _here_connections() -> list[DiagConnection]:
-    out = []
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for msg, attrs in _dump(fam, IPPROTO_MPTCP):
-            family, state, _, _, sport, dport, src, dst = msg[:8]
-            info = attrs.get(INET_DIAG_INFO)
-            out.append(DiagConnection(_addr(family, src, sport), _addr(family, dst, dport), state,
-                                      MptcpInfo.from_bytes(info) if info else None))
-    return out
+        self.sock = make() if netns_fd is None else ns.run(netns_fd, make)
 
+    def __enter__(self) -> SockDiag:
+        return self
 
-def _in(netns_fd: int | None, fn: Any) -> Any:
-    return fn() if netns_fd is None else ns.run(netns_fd, fn)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def subflows(self, token: int | None = None) -> list[DiagSubflow]:
+        """Every MPTCP subflow of the namespace, or those of the connection whose local token
+        is `token`."""
+        out = []
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for msg, attrs in _dump(self.sock, fam, socket.IPPROTO_TCP):
+                sf = _subflow(msg, attrs)
+                if sf is not None and (token is None or sf.token_loc == token):
+                    out.append(sf)
+        return out
+
+    def subflow(self, local: SockAddr, remote: SockAddr) -> DiagSubflow | None:
+        """The subflow with this four-tuple (as MPTCP_FULL_INFO gives it), looked up rather
+        than dumped; None when the kernel has no such TCP socket (any more)."""
+        for msg, attrs in _dump(self.sock, local.family, socket.IPPROTO_TCP, (local, remote)):
+            return _subflow(msg, attrs)
+        return None
+
+    def connections(self) -> list[DiagConnection]:
+        """Every MPTCP socket of the namespace with its mptcp_info and subflows (matched by
+        token). Listeners and fallen-back connections carry no token."""
+        conns = []
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for msg, attrs in _dump(self.sock, fam, IPPROTO_MPTCP):
+                family, state, _, _, sport, dport, src, dst = msg[:8]
+                info = attrs.get(INET_DIAG_INFO)
+                conns.append(DiagConnection(_addr(family, src, sport),
+                                            _addr(family, dst, dport), state,
+                                            MptcpInfo.from_bytes(info) if info else None))
+        subs = self.subflows()
+        for c in conns:
+            token = c.mptcp_info.mptcpi_token if c.mptcp_info else None
+            if token:
+                c.subflows.extend(s for s in subs if s.token_loc == token)
+        return conns
 
 
 def subflows(netns_fd: int | None = None, token: int | None = None) -> list[DiagSubflow]:
-    """Every MPTCP subflow in the namespace (None: this process's), or those of the connection
+    """Every MPTCP subflow in the namespace (None: this thread's), or those of the connection
     whose local token is `token`."""
-    found = _in(netns_fd, _here_subflows)
-    return [s for s in found if token is None or s.token_loc == token]
+    with SockDiag(netns_fd) as d:
+        return d.subflows(token)
 
 
 def connections(netns_fd: int | None = None) -> list[DiagConnection]:
-    """Every MPTCP socket in the namespace with its mptcp_info and subflows (matched by token).
-    Listeners and fallen-back connections carry no mptcp_info token."""
-    conns = _in(netns_fd, _here_connections)
-    subs = _in(netns_fd, _here_subflows)
-    for c in conns:
-        token = c.mptcp_info.mptcpi_token if c.mptcp_info else None
-        if token:
-            c.subflows.extend(s for s in subs if s.token_loc == token)
-    return conns
+    """Every MPTCP socket in the namespace with its mptcp_info and subflows."""
+    with SockDiag(netns_fd) as d:
+        return d.connections()
 
 
 def subflows_of(sock: socket.socket, token: int) -> list[DiagSubflow]:

@@ -85,3 +85,15 @@ def test_sockaddrs():
                            "remote": {"addr": "dead:beef:2::1", "port": 443}}
     assert sockaddr_from_bytes(bytes(128)) is None          # AF_UNSPEC
     assert sockaddr_from_bytes(v6[:10]) is None             # cut short
+
+
+@pytest.mark.parametrize("cls", [MptcpInfo, TcpInfo])
+def test_the_fast_path_reads_what_ctypes_reads(cls):
+    """A whole struct is unpacked in one go; it must agree with the member-by-member ctypes
+    decoding (which handles shorter structs) on every member, bit fields included."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(50):
+        raw = bytes(rng.randrange(256) for _ in range(cls.size()))
+        assert cls.from_bytes(raw) == cls._from_partial(raw)
