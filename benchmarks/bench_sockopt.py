@@ -5,7 +5,7 @@
    and a sock_diag dump of the namespace (mptcplab.sockdiag), on a live two-subflow connection.
 2. `mptcplab nc` moving a file between two lab hosts over two paths without rate limits (the
    veths' own speed): MB/s end to end (process start-up included), with and without
-   --subflows sampling every 0.1 s.
+   --subflows sampling every 0.1 s, beside two sockets of one process moving the same bytes.
 
     sudo python benchmarks/bench_sockopt.py [--reads 20000] [--megabytes 400] [--rounds 3]
 """
@@ -82,6 +82,26 @@ def nc_run(lab, path: str, size: int, extra: list[str]) -> float:
     return size / (time.perf_counter() - t) / 1e6
 
 
+def in_process(lab, size: int) -> float:
+    """The same bytes between two sockets of this process (no nc, no files): the ceiling."""
+    import threading
+
+    chunk = bytes(1 << 20)
+    with traffic.connect(lab["client"], lab["server"], "10.0.1.2", port=5902) as conn:
+        got = []
+        reader = threading.Thread(target=lambda: got.append(len(traffic.recv_exactly(
+            conn.server, size))))
+        t = time.perf_counter()
+        reader.start()
+        left = size
+        while left > 0:
+            n = min(left, len(chunk))
+            conn.client.sendall(chunk[:n])
+            left -= n
+        reader.join()
+        return size / (time.perf_counter() - t) / 1e6
+
+
 def bench_nc(megabytes: int, rounds: int) -> None:
     size = megabytes * 1_000_000
     with tempfile.NamedTemporaryFile(prefix="bench-nc-") as f:
@@ -94,6 +114,9 @@ def bench_nc(megabytes: int, rounds: int) -> None:
         with Lab(catalogue.get("two-paths", rate=None)) as lab:
             print(f"\nmptcplab nc, {megabytes} MB over two unlimited veth paths, {rounds} rounds "
                   "(process start-up included)")
+            rates = [in_process(lab, size) for _ in range(rounds)]
+            print(f"  {'baseline: in-process sockets':28} median {statistics.median(rates):7.1f} "
+                  f"MB/s  (min {min(rates):.1f}, max {max(rates):.1f})")
             for label, extra in (("plain", []), ("--subflows --interval 0.1",
                                                  ["--subflows", "--interval", "0.1"])):
                 rates = [nc_run(lab, f.name, size, extra) for _ in range(rounds)]

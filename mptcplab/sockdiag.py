@@ -23,7 +23,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from mptcplab import namespaces as ns
 from mptcplab.errors import LabError
@@ -216,7 +216,7 @@ class SockDiag:
 
         self.sock = make() if netns_fd is None else ns.run(netns_fd, make)
 
-    def __enter__(self) -> SockDiag:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
