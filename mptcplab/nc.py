@@ -12,7 +12,8 @@ final one when the session ends; `json` makes those JSON lines. A connection tha
 plain TCP is said so on stderr.
 
 Everything comes from the kernel: the socket options of mptcplab.sockopt (MPTCP_FULL_INFO, or
-TCP_INFO after a fallback) and the backup flags from sock_diag (mptcplab.sockdiag).
+TCP_INFO after a fallback) and the backup flags from sock_diag (mptcplab.sockdiag). With
+`policy`, a path-manager policy steers this connection's subflows (mptcplab.nc_policy).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from topo_fixtures import needs_root, root_guard  # noqa: F401  (module fixture)
 pytestmark = [needs_root, pytest.mark.usefixtures("root_guard")]
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "socket-api.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL)
 
 
 def test_the_page_has_an_example_for_every_old_call():
