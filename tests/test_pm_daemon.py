@@ -202,6 +202,7 @@ def test_fullmesh_follows_announcements_and_local_addresses():
     an address added later gets its subflows, and loses them when it goes."""
     topo = lab_topology()
     topo.nodes["server"].endpoint("10.0.2.2", "signal")
+    topo.nodes["server"].endpoint("dead:beef:2::2", "signal")     # not for an IPv4 connection
     with Lab(topo) as lab:
         client, server = lab["client"], lab["server"]
         d = DaemonProc(lab, "client", "fullmesh").started()
@@ -220,6 +221,7 @@ def test_fullmesh_follows_announcements_and_local_addresses():
         client.run(["ip", "addr", "del", "10.0.1.11/24", "dev", "eth0"]).check()
         wait_for(lambda: pairs() == want, "subflows of .11 gone")
         assert d.stop() == 0
+        assert not [r for r in d.records if r.get("ok") is False], d.records
         conns.close()
 
 

@@ -75,6 +75,31 @@ def test_listener_event_and_unknown_ones():
     assert event_json(ev)["unknown_attrs"] == {"ATTR_99": "01020304"}
 
 
+def test_every_attribute_prints_as_iproute2_prints_it():
+    """iproute2's format strings for the attributes this kernel sends only on rare paths
+    (ip/ipmptcp.c): error %u, flags %x, timeout %u, ifindex %d, reset_reason %u,
+    reset_flags 0x%x."""
+    m = nl.mptcp_event_msg()
+    m["cmd"], m["version"] = nl.MPTCP_EVENT_SUB_CLOSED, 1
+    m["attrs"] = [("MPTCP_ATTR_TOKEN", 0xA), ("MPTCP_ATTR_FAMILY", 10),
+                  ("MPTCP_ATTR_LOC_ID", 2), ("MPTCP_ATTR_REM_ID", 3),
+                  ("MPTCP_ATTR_SADDR6", "dead:beef:2::1"), ("MPTCP_ATTR_DADDR6", "dead:beef::2"),
+                  ("MPTCP_ATTR_SPORT", 40000), ("MPTCP_ATTR_DPORT", 443),
+                  ("MPTCP_ATTR_BACKUP", 1), ("MPTCP_ATTR_ERROR", 104), ("MPTCP_ATTR_FLAGS", 3),
+                  ("MPTCP_ATTR_TIMEOUT", 7), ("MPTCP_ATTR_IF_IDX", 101),
+                  ("MPTCP_ATTR_RESET_REASON", 3), ("MPTCP_ATTR_RESET_FLAGS", 1)]
+    m.encode()
+    ev = make_event(nl.MPTCP_EVENT_SUB_CLOSED, nl.EVENT_CODEC.decode(bytes(m.data), 20))
+    assert event_line(ev) == (
+        "[       SF_CLOSED] token=0000000a remid=3 locid=2 saddr6=dead:beef:2::1 "
+        "daddr6=dead:beef::2 sport=40000 dport=443 backup=1 error=104 flags=3 timeout=7 "
+        "ifindex=101 reset_reason=3 reset_flags=0x1")
+    js = event_json(ev)
+    assert js["flags"] == ["deny_join_id0", "server_side"] and js["family"] == "inet6"
+    assert (js["reset_reason"], js["reset_flags"], js["if_idx"]) == (3, 1, 101)
+    assert ev.deny_join_id0 and ev.server_side
+
+
 def test_a_truncated_attribute_does_not_raise():
     attrs = nl.EVENT_CODEC.decode(CLIENT_CREATED[:-3])
     assert attrs["MPTCP_ATTR_TOKEN"] == 0x5BCBD147
@@ -147,7 +172,8 @@ def test_event_decoder_agrees_with_pyroute2(sport, token, saddr, backup):
     theirs.decode()
     assert mine == {k: v for k, v in theirs["attrs"]}
     assert ip_address(mine["MPTCP_ATTR_SADDR6"]) == saddr
-    assert data.find(sport.to_bytes(2, "big")) > 0          # the port goes network order
+    # the port goes network order: attribute 9 (SPORT), 6 bytes long, big-endian value
+    assert struct.pack("=HH", 6, 9) + sport.to_bytes(2, "big") in data
 
 
 def test_flags_and_tokens_read_as_people_write_them():

@@ -391,3 +391,26 @@ def test_the_command_line_drives_the_same_verbs(pair):
     (rem,) = [e for e in collect(pair.spm, "removed") if e.KIND == "removed"]
     assert (rem.token, rem.rem_id) == (c4.server_token, 62)
     pair.drain()
+
+
+def test_a_refused_subflow_closes_with_its_error_and_device(pair):
+    """A join to a port nobody listens on: SF_CLOSED carries sk_err (ECONNREFUSED) and, the
+    subflow being bound to a device, its ifindex."""
+    import errno
+
+    c4 = pair.conns["v4"]
+    pair.drain()
+    # the kernel may still know 10.0.2.2 under an id from an earlier test: reuse that one
+    known = {a["addr"]: a["id"] for a in pair.spm.addresses(c4.server_token)
+             if not a["port"]}
+    lid = known.get("10.0.2.2", 70)
+    pair.spm.subflow_create(c4.server_token, "10.0.2.2", "10.0.2.1", 6999, local_id=lid,
+                            dev="eth1")
+    closed = next(e for e in collect(pair.spm, "sub_closed") if e.KIND == "sub_closed")
+    eth1 = pair.server.ipr.link_lookup(ifname="eth1")[0]
+    assert (closed.error, closed.if_idx, closed.dport, closed.loc_id) == (
+        errno.ECONNREFUSED, eth1, 6999, lid)
+    from mptcplab.report.pm import event_line
+
+    assert event_line(closed).endswith(f"dport=6999 backup=0 error=111 ifindex={eth1}")
+    pair.drain()

@@ -556,7 +556,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "SIGTERM/Ctrl-C, which puts the old path manager back. Policies: subflows N, "
             "ndiffports N, fullmesh, backup-preference PRIMARY BACKUP, or a FILE.py "
             "defining a Policy subclass (docs/pm.md).")
-    p.add_argument("--policy", nargs="+", metavar="NAME", default=[],
+    p.add_argument("--policy", nargs="+", metavar=("NAME", "ARG"), default=[],
                    help="the policy and its arguments")
     p.add_argument("-v", "--verbose", action="store_true", help="log every event too")
     p.add_argument("--rcvbuf", type=count, default=4 << 20, metavar="BYTES",

@@ -1,6 +1,7 @@
 """fullmesh: one subflow per pair of (local address, remote address), the remote addresses
 being the connection's own and every one the peer announces (ADD_ADDR); kept up as addresses
-and links come and go."""
+and links come and go. Pairs are of the connection's own family: the kernel refuses an IPv6
+subflow on an IPv4 connection (`families mismatch`)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ class FullMesh(Policy):
     def mesh(self, conn: Connection, why: str) -> None:
         if conn.server_side or conn.data.get("kernel_pm") or not conn.established:
             return
-        for local in self.local_addresses():
+        for local in self.local_addresses(conn.family):
             for rem_id, (raddr, rport) in sorted(conn.remote_addrs.items()):
-                if family_of(raddr) != local.family:
+                if family_of(raddr) != conn.family:
                     continue
                 if conn.subflows_between(local.addr, raddr) or conn.opening(local.addr, raddr):
                     continue
