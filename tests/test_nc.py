@@ -218,6 +218,8 @@ def test_usage_and_namespace_errors(lab):
             (["10.0.1.2", "http"], 2, "'http' is not a port number"),
             (["-l", "1", "2", "3"], 2, "with -l give PORT"),
             (["--tcp", "--policy", "x", "10.0.1.2", "1"], 2, "--policy steers MPTCP"),
+            (["--policy", "fullmesh", "10.0.1.2", "1"], 2,     # here: the host's own PM
+             "name a lab node with -n LAB:NODE, or say --host"),
             (["-n", "mptl-nosuch-node", "10.0.1.2", "1"], 3, "no network namespace"),
             (["-n", f"{lab.id}:nosuch", "10.0.1.2", "1"], 3, "has no node 'nosuch'")):
         res = subprocess.run(cli + args, capture_output=True, text=True, timeout=30, check=False)

@@ -216,6 +216,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["daemon", "--policy", "/nonexistent/p.py"], ExitStatus.BAD_INPUT, "not found"),
     (["daemon", "--policy", "backup-preference", "wlan0"], ExitStatus.USAGE,
      "takes PRIMARY BACKUP"),
+    (["daemon", "--policy", "fullmesh"], ExitStatus.USAGE,      # here: the host's own PM
+     "name a lab node with -n LAB:NODE, or say --host"),
 ])
 def test_command_line_mistakes_are_one_line_errors(args, status, words, capsys):
     """Caught before anything is asked of the kernel (no root needed)."""

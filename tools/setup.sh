@@ -11,6 +11,9 @@ command -v nft      >/dev/null || need+=(nftables)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip       >/dev/null || need+=(iproute2)
 command -v ss       >/dev/null || need+=(iproute2)
+# the demos' pictures: cairo renders SVG to PNG (cairosvg), in the font the ladders measure
+ldconfig -p 2>/dev/null | grep 'libcairo\.so\.2' >/dev/null || need+=(libcairo2)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

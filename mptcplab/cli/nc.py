@@ -55,6 +55,13 @@ def _nc(args: argparse.Namespace) -> int:
     if args.policy and args.tcp:
         raise LabError("--policy steers MPTCP subflows; it means nothing with --tcp",
                        ExitStatus.USAGE)
+    if args.policy and args.netns is None and not args.host:
+        from mptcplab.cli.pm import _in_the_host_namespace    # the pm daemon's own rule
+
+        if _in_the_host_namespace():
+            raise LabError("--policy switches the namespace to the userspace path manager "
+                           "while nc runs; name a lab node with -n LAB:NODE, or say --host to "
+                           "take over this machine's own", ExitStatus.USAGE)
     family = socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else None
     return nc(NcOptions(host=host, port=number, listen=args.listen, netns=netns_of(args.netns),
                         source=None if args.listen else args.source, family=family,
@@ -110,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or a FILE.py (docs/pm.md). While nc runs the namespace uses the "
                         "userspace path manager, so its other connections get no subflows; "
                         "the old one is put back at the end")
+    p.add_argument("--host", action="store_true",
+                   help="with --policy and no -n: take over this machine's own path manager "
+                        "while nc runs")
     p.add_argument("-w", "--wait", type=seconds, metavar="SECONDS",
                    help="give up connecting after SECONDS")
     p.add_argument("-v", "--verbose", action="store_true",

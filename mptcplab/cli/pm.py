@@ -446,6 +446,18 @@ def set_flags(args: argparse.Namespace) -> int:
 
 # -- daemon -----------------------------------------------------------------------------------
 
+def _in_the_host_namespace() -> bool:
+    """Is this process in the machine's own network namespace (init's)? Inside a lab node
+    (`mptcplab exec`, `ip netns exec`) it is not, and the daemon may take over there."""
+    import os
+
+    try:
+        here, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+    except OSError:
+        return True
+    return (here.st_dev, here.st_ino) == (init.st_dev, init.st_ino)
+
+
 def daemon(args: argparse.Namespace) -> int:
     from mptcplab.pm.daemon import Daemon
     from mptcplab.pm.policy import make_policy
@@ -462,6 +474,10 @@ def daemon(args: argparse.Namespace) -> int:
 
     privileges.require("the path-manager daemon", privileges.CAP_NET_ADMIN,
                        *((privileges.CAP_SYS_ADMIN,) if netns is not None else ()))
+    if netns is None and not args.host and _in_the_host_namespace():
+        raise _usage("daemon: the daemon switches its namespace to the userspace path manager; "
+                     "name a lab node with -n LAB:NODE, or say --host to take over this "
+                     "machine's own")
 
     lines: list[str] = []
 
@@ -564,3 +580,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "when it overflows the daemon resyncs from sock_diag")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="stop after S seconds")
+    p.add_argument("--host", action="store_true",
+                   help="without -n: take over this machine's own path manager (the daemon "
+                        "switches it to userspace for every MPTCP connection until it stops)")
