@@ -33,7 +33,7 @@ import threading
 import time
 
 from mptcplab import namespaces
-from mptcplab.pm import diag
+from mptcplab import sockdiag
 from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Lab, catalogue
 
 
@@ -132,11 +132,11 @@ def one_round(rate: int, seconds: float, rcvbuf: int | None = None) -> dict:
         # wait until every connection has its 2 subflows (or 30 s pass)
         deadline = time.monotonic() + 30
         while True:
-            subs = namespaces.run(client.fd, diag.subflows_here)
+            subs = sockdiag.subflows(client.fd)
             per = {}
             for sf in subs:
-                if sf.state == 1:
-                    per[sf.token] = per.get(sf.token, 0) + 1
+                if sf.state == sockdiag.TCP_ESTABLISHED:
+                    per[sf.token_loc] = per.get(sf.token_loc, 0) + 1
             served = sum(1 for t in tokens if per.get(t, 0) >= 2)
             if served == len(tokens) or time.monotonic() > deadline:
                 break

@@ -39,6 +39,7 @@ INET_DIAG_REQ_PROTOCOL = 3
 INET_ULP_INFO_NAME = 1
 INET_ULP_INFO_MPTCP = 3
 SIOCGSKNS = 0x894C
+TCP_ESTABLISHED, TCP_LISTEN = 1, 10
 
 MPTCP_SUBFLOW_ATTR_TOKEN_REM = 1
 MPTCP_SUBFLOW_ATTR_TOKEN_LOC = 2
@@ -72,6 +73,7 @@ class DiagSubflow:
     id_loc: int | None = None
     id_rem: int | None = None
     flags: int = 0
+    ifindex: int = 0             # the interface the subflow is bound to (0: none)
 
     @property
     def flag_letters(self) -> str:
@@ -203,7 +205,7 @@ def _subflow(msg: tuple[Any, ...], attrs: dict[int, bytes]) -> DiagSubflow | Non
                        TcpInfo.from_bytes(info) if info else None,
                        u(MPTCP_SUBFLOW_ATTR_TOKEN_LOC, "=I"), u(MPTCP_SUBFLOW_ATTR_TOKEN_REM, "=I"),
                        u(MPTCP_SUBFLOW_ATTR_ID_LOC, "=B"), u(MPTCP_SUBFLOW_ATTR_ID_REM, "=B"),
-                       u(MPTCP_SUBFLOW_ATTR_FLAGS, "=I") or 0)
+                       u(MPTCP_SUBFLOW_ATTR_FLAGS, "=I") or 0, msg[8])
 
 
 class SockDiag:

@@ -457,6 +457,15 @@ def mptcp_info(sock: Sock) -> MptcpInfo:
     return MptcpInfo.from_bytes(buf.raw[:n])
 
 
+def mptcp_info_or_none(sock: Sock) -> MptcpInfo | None:
+    """MPTCP_INFO, or None when the connection is plain TCP: fallen back, or accepted by an
+    MPTCP listener from a client that does not speak MPTCP."""
+    try:
+        return mptcp_info(sock)
+    except (Fallback, NotMptcp):
+        return None
+
+
 def _subflow_array(sock: Sock, name: int, want: int) -> tuple[list[bytes], int, int]:
     """MPTCP_TCPINFO / MPTCP_SUBFLOW_ADDRS: struct mptcp_subflow_data then one element per
     subflow. Returns (elements, kernel's count, kernel's element size); grows the buffer when

@@ -118,13 +118,12 @@ class Conns:
 
 def client_subflows(client: LabHost) -> dict[int, list]:
     """token -> the client's subflows, from sock_diag (as `ss -ti` reads it)."""
-    from mptcplab import namespaces
-    from mptcplab.pm import diag
+    from mptcplab import sockdiag
 
     out: dict[int, list] = {}
-    for s in namespaces.run(client.fd, diag.subflows_here):
-        if s.state == 1:
-            out.setdefault(s.token, []).append(s)
+    for s in sockdiag.subflows(client.fd):
+        if s.state == sockdiag.TCP_ESTABLISHED:
+            out.setdefault(s.token_loc, []).append(s)
     return out
 
 
@@ -165,8 +164,8 @@ def test_subflows_n_spreads_source_ports_over_every_residue():
         subs = wait_for(lambda: (s := client_subflows(client)) and
                         all(len(s.get(t, ())) == 3 for t in tokens) and s, "3 subflows each")
         for t in tokens:
-            assert sorted(s.sport % 3 for s in subs[t]) == [0, 1, 2]
-            assert {(s.saddr, s.daddr) for s in subs[t]} == {("10.0.1.1", "10.0.1.2")}
+            assert sorted(s.local.port % 3 for s in subs[t]) == [0, 1, 2]
+            assert {(s.local.addr, s.remote.addr) for s in subs[t]} == {("10.0.1.1", "10.0.1.2")}
         # `ss -M` (iproute2) counts two additional subflows on each connection
         ss = client.run(["ss", "-MniH"]).stdout
         assert len(re.findall(r"\bsubflows:2\b", ss)) == 3, ss
@@ -188,8 +187,8 @@ def test_ndiffports_over_ipv6_and_server_side_is_left_alone():
         dc.created(token, 1)
         subs = wait_for(lambda: len(client_subflows(client).get(token, ())) == 2 and
                         client_subflows(client)[token], "2 subflows")
-        assert {(s.saddr, s.daddr) for s in subs} == {("dead:beef:1::1", "dead:beef:1::2")}
-        assert len({s.sport for s in subs}) == 2
+        assert {(s.local.addr, s.remote.addr) for s in subs} == {("dead:beef:1::1", "dead:beef:1::2")}
+        assert len({s.local.port for s in subs}) == 2
         skip = ds.wait(lambda rs: any(r["action"] == "skip" for r in rs), "server skip")
         assert any("server side" in r["reason"] for r in skip if r["action"] == "skip")
         assert not any(r["action"] == "subflow_create" for r in ds.records)
@@ -210,7 +209,7 @@ def test_fullmesh_follows_announcements_and_local_addresses():
         (token,) = conns.open(1)
 
         def pairs() -> set[tuple[str, str]]:
-            return {(s.saddr, s.daddr) for s in client_subflows(client).get(token, ())}
+            return {(s.local.addr, s.remote.addr) for s in client_subflows(client).get(token, ())}
 
         want = {(a, b) for a in ("10.0.1.1", "10.0.2.1") for b in ("10.0.1.2", "10.0.2.2")}
         wait_for(lambda: pairs() == want, f"subflows {want}")
@@ -236,7 +235,7 @@ def test_a_late_daemon_learns_the_connections_already_open():
         client.sysctl("net.mptcp.path_manager", "userspace")
         conns = Conns(client, server, "10.0.1.2")
         tokens = conns.open(2)
-        assert client_subflows(client)[tokens[0]][0].loc_id == 0          # only the first
+        assert client_subflows(client)[tokens[0]][0].id_loc == 0          # only the first
         d = DaemonProc(lab, "client", "subflows", "2").started()
         learned = d.wait(lambda rs: any(r["action"] == "learned" for r in rs), "learned")
         (rec,) = [r for r in learned if r["action"] == "learned"]

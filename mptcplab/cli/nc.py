@@ -56,9 +56,9 @@ def _nc(args: argparse.Namespace) -> int:
         raise LabError("--policy steers MPTCP subflows; it means nothing with --tcp",
                        ExitStatus.USAGE)
     if args.policy and args.netns is None and not args.host:
-        from mptcplab.cli.pm import _in_the_host_namespace    # the pm daemon's own rule
+        from mptcplab.cli.common import in_host_namespace    # the pm daemon's own rule
 
-        if _in_the_host_namespace():
+        if in_host_namespace():
             raise LabError("--policy switches the namespace to the userspace path manager "
                            "while nc runs; name a lab node with -n LAB:NODE, or say --host to "
                            "take over this machine's own", ExitStatus.USAGE)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from mptcplab.cli.common import add_json, add_netns, count, netns_of
+from mptcplab.cli.common import add_json, add_netns, count, in_host_namespace, netns_of
 from mptcplab.errors import BadInput, ExitStatus, LabError
 
 FLAG_WORDS = ("signal", "subflow", "backup", "fullmesh", "laminar", "implicit")
@@ -446,18 +446,6 @@ def set_flags(args: argparse.Namespace) -> int:
 
 # -- daemon -----------------------------------------------------------------------------------
 
-def _in_the_host_namespace() -> bool:
-    """Is this process in the machine's own network namespace (init's)? Inside a lab node
-    (`mptcplab exec`, `ip netns exec`) it is not, and the daemon may take over there."""
-    import os
-
-    try:
-        here, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
-    except OSError:
-        return True
-    return (here.st_dev, here.st_ino) == (init.st_dev, init.st_ino)
-
-
 def daemon(args: argparse.Namespace) -> int:
     from mptcplab.pm.daemon import Daemon
     from mptcplab.pm.policy import make_policy
@@ -474,7 +462,7 @@ def daemon(args: argparse.Namespace) -> int:
 
     privileges.require("the path-manager daemon", privileges.CAP_NET_ADMIN,
                        *((privileges.CAP_SYS_ADMIN,) if netns is not None else ()))
-    if netns is None and not args.host and _in_the_host_namespace():
+    if netns is None and not args.host and in_host_namespace():
         raise _usage("daemon: the daemon switches its namespace to the userspace path manager; "
                      "name a lab node with -n LAB:NODE, or say --host to take over this "
                      "machine's own")

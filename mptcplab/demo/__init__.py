@@ -14,7 +14,8 @@ capture, the kernel's counters or its socket options, so a demo that stops being
 """
 
 from mptcplab.demo._catalogue import Entry, entries, entry, names
-from mptcplab.demo._kernel import MptcpInfo, mptcp_info
+from mptcplab.sockopt import MptcpInfo
+from mptcplab.sockopt import mptcp_info_or_none as mptcp_info
 from mptcplab.demo._scene import (
     FULL,
     HEADERS,

@@ -11,52 +11,29 @@ name with ``_`` as ``-`` (add_addr.py -> "add-addr"). Searched: $MPTCPLAB_DEMOS
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mptcplab.errors import BadInput, LabError
+from mptcplab.plugins import FileCatalogue
 
 ENV = "MPTCPLAB_DEMOS"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def _valid(module: ModuleType) -> str | None:
+    if callable(getattr(module, "run", None)) or getattr(module, "SEQUENCE", None):
+        return None
+    return "defines neither run() nor SEQUENCE"
+
+
+FILES = FileCatalogue("demo", ENV, PACKAGE_DIR, valid=_valid, package="mptcplab.demo")
+
+
 def search_path() -> list[Path]:
-    dirs = [Path(d) for d in os.environ.get(ENV, "").split(os.pathsep) if d]
-    dirs.append(PACKAGE_DIR)
-    return [d for d in dirs if d.is_dir()]
-
-
-_modules: dict[Path, ModuleType] = {}
-
-
-def _load(path: Path) -> ModuleType:
-    path = path.resolve()
-    if path not in _modules:
-        if path.parent == PACKAGE_DIR:
-            module = importlib.import_module(f"mptcplab.demo.{path.stem}")
-        else:
-            modname = f"mptcplab_demo_{path.stem}_{abs(hash(path)) & 0xFFFFFF:x}"
-            spec = importlib.util.spec_from_file_location(modname, path)
-            if spec is None or spec.loader is None:
-                raise BadInput(f"cannot load demo file {path}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[modname] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[modname]
-                raise LabError(f"{path}: {type(exc).__name__}: {exc}") from exc
-        if not callable(getattr(module, "run", None)) and not getattr(module, "SEQUENCE", None):
-            raise BadInput(f"{path} defines neither run() nor SEQUENCE")
-        _modules[path] = module
-    return _modules[path]
+    return FILES.search_path()
 
 
 @dataclass(frozen=True)
@@ -66,7 +43,7 @@ class Entry:
 
     @property
     def module(self) -> ModuleType:
-        return _load(self.path)
+        return FILES.load(self.path)
 
     @property
     def doc(self) -> str:
@@ -112,13 +89,7 @@ class Entry:
 
 def entries() -> dict[str, Entry]:
     """name -> Entry for every demo (earlier directories win), in their ORDER."""
-    found: dict[str, Entry] = {}
-    for d in search_path():
-        for f in sorted(d.glob("*.py")):
-            if f.name.startswith("_"):
-                continue
-            name = f.stem.replace("_", "-")
-            found.setdefault(name, Entry(name, f))
+    found = {name: Entry(name, path) for name, path in FILES.files().items()}
     return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
@@ -127,14 +98,4 @@ def names() -> list[str]:
 
 
 def entry(name: str) -> Entry:
-    if name.endswith(".py") or os.sep in name:
-        path = Path(name)
-        if not path.is_file():
-            raise BadInput(f"no demo file {name}")
-        return Entry(path.stem.replace("_", "-"), path)
-    found = entries()
-    if name not in found:
-        close = [n for n in found if n.startswith(name[:3])]
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise BadInput(f"unknown demo {name!r} (known: {', '.join(found)}){hint}")
-    return found[name]
+    return Entry(*FILES.find(name))

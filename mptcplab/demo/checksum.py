@@ -81,7 +81,7 @@ def run(scene: Scene, *, size: int = 1_000_000, nth: int = 60, watch: float = 1.
                 "and MPTCP_INFO says csum_enabled on both sockets",
                 all("A" in o["flags"] for length in (4, 12, 20)
                     for _, o in view.options("MP_CAPABLE", length=length))
-                and all(i is not None and i.csum_enabled for i in negotiated))
+                and all(i is not None and i.mptcpi_csum_enabled for i in negotiated))
     changed = {f: text for f, text in view.network.items() if text.startswith("changed")}
     scene.claim("the router changed one byte of one segment (its counter, and the two "
                 "captures compared)", rewritten == 1 and len(changed) == 1,

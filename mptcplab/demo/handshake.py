@@ -59,7 +59,7 @@ def run(scene: Scene, *, upload: int = 600, download: int = 300) -> None:
         digest = hashlib.sha256(key.to_bytes(8, "big")).hexdigest()
         token, idsn = crypto.token_and_idsn(key)
         derived[side] = (token, idsn)
-        kernel_idsn = (info.write_seq - 1 - moved[side]) & 0xFFFFFFFFFFFFFFFF
+        kernel_idsn = (info.mptcpi_write_seq - 1 - moved[side]) & 0xFFFFFFFFFFFFFFFF
         where = "SYN-ACK" if side == SERVER else "third ACK"
         name = SIDE_NAMES[side]
         scene.explain(
@@ -68,15 +68,15 @@ def run(scene: Scene, *, upload: int = 600, download: int = 300) -> None:
             f"SHA-256(key)    {digest[:32]}",
             f"                {digest[32:]}",
             f"token           {token:#010x}           = the first 4 bytes of the hash",
-            f"                MPTCP_INFO on the {name}'s socket: {info.token:#010x} "
-            + ("✓" if info.token == token else "✗"),
+            f"                MPTCP_INFO on the {name}'s socket: {info.mptcpi_token:#010x} "
+            + ("✓" if info.mptcpi_token == token else "✗"),
             f"IDSN            {idsn:#018x}   = the last 8 bytes of the hash",
-            f"                the kernel's next DSN to send, {info.write_seq:#018x}, minus 1,",
+            f"                the kernel's next DSN to send, {info.mptcpi_write_seq:#018x}, minus 1,",
             f"                minus the {moved[side]} bytes sent: {kernel_idsn:#018x} "
             + ("✓" if kernel_idsn == idsn else "✗"))
         scene.claim(f"the {name}'s token derived from its captured key is the kernel's "
-                    "(MPTCP_INFO)", info.token == token,
-                    f"{token:#010x} from the key, {info.token:#010x} from the kernel")
+                    "(MPTCP_INFO)", info.mptcpi_token == token,
+                    f"{token:#010x} from the key, {info.mptcpi_token:#010x} from the kernel")
         scene.claim(f"the {name}'s IDSN derived from its key is where the kernel's data "
                     "sequence numbers start", kernel_idsn == idsn,
                     f"{idsn:#x} from the key, {kernel_idsn:#x} from MPTCP_INFO")
@@ -84,7 +84,7 @@ def run(scene: Scene, *, upload: int = 600, download: int = 300) -> None:
         assert peer is not None
         scene.claim(f"the {SIDE_NAMES[1 - side]} expects the {name}'s next byte at IDSN + 1 + "
                     f"{moved[side]} (its MPTCP_INFO rcv_nxt)",
-                    peer.rcv_nxt == (idsn + 1 + moved[side]) & 0xFFFFFFFFFFFFFFFF)
+                    peer.mptcpi_rcv_nxt == (idsn + 1 + moved[side]) & 0xFFFFFFFFFFFFFFFF)
     first = [(a, o) for a, o in view.options("MP_CAPABLE") if "data_level_len" in o]
     if first:
         scene.claim("the first data rides on MP_CAPABLE with the client's key and a data-level "
@@ -102,5 +102,5 @@ def run(scene: Scene, *, upload: int = 600, download: int = 300) -> None:
     scene.fact(client_key=conn_.keys[CLIENT], server_key=conn_.keys[SERVER],
                client_token=conn_.tokens[CLIENT], server_token=conn_.tokens[SERVER],
                client_idsn=conn_.idsns[CLIENT], server_idsn=conn_.idsns[SERVER],
-               kernel_client_token=kernel[CLIENT].token if kernel[CLIENT] else None,
-               kernel_server_token=kernel[SERVER].token if kernel[SERVER] else None)
+               kernel_client_token=kernel[CLIENT].mptcpi_token if kernel[CLIENT] else None,
+               kernel_server_token=kernel[SERVER].mptcpi_token if kernel[SERVER] else None)

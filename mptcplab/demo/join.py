@@ -60,7 +60,7 @@ def run(scene: Scene, *, size: int = 1_000_000) -> None:
     assert ckey is not None and skey is not None
     r_a, r_b = syn["nonce"], synack["nonce"]
     token = crypto.key_token(skey)
-    kernel_token = info[SERVER].token if info[SERVER] else None
+    kernel_token = info[SERVER].mptcpi_token if info[SERVER] else None
     scene.claim("the MP_JOIN SYN names the connection by the server's token (derived from its "
                 "key, and the one MPTCP_INFO reports)",
                 syn["token"] == token == kernel_token,
@@ -106,7 +106,7 @@ def run(scene: Scene, *, size: int = 1_000_000) -> None:
                     f"({100 * down2 / total_down:.0f}%)")
         scene.fact(joined_bytes_to_server=up2, joined_bytes_to_client=down2)
     scene.claim("MPTCP_INFO counts one extra subflow on each socket",
-                all(i is not None and i.subflows == 1 for i in info.values()))
+                all(i is not None and i.mptcpi_subflows == 1 for i in info.values()))
     scene.fact(client_key=ckey, server_key=skey, token=syn["token"], server_token=token,
                kernel_server_token=kernel_token, nonce_a=r_a, nonce_b=r_b,
                synack_hmac=synack["truncated_hmac"], ack_hmac=ack["hmac"],

@@ -31,7 +31,6 @@ import contextlib
 import queue
 import random
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mptcplab.errors import LabError, MissingTool
-from mptcplab.pm import diag
+from mptcplab import sockdiag
 from mptcplab.pm import netlink as nl
 from mptcplab.pm.client import DEFAULT_EVENT_RCVBUF, PathManager, PmError, in_netns
 from mptcplab.pm.events import Event
@@ -364,13 +364,14 @@ class Daemon:
         """Read sock_diag and reconcile the connections with what the kernel has."""
         assert self.pm is not None
         self.stats["resyncs"] += 0 if initial else 1
-        conns, subs = in_netns(self.pm._fd, diag.snapshot_here)
-        listening = {(unmap(c.saddr), c.sport) for c in conns if c.listening}
+        with sockdiag.SockDiag(self.pm._fd) as diag:
+            found = diag.connections()           # MPTCP sockets, their subflows by token
+        listening = {(c.local.addr, c.local.port) for c in found
+                     if c.state == sockdiag.TCP_LISTEN}
         wildcard = {port for addr, port in listening if addr in ("0.0.0.0", "::")}
-        live = {c.token: c for c in conns if not c.listening and c.token}
-        by_token: dict[int, list[diag.Subflow]] = {}
-        for s in subs:
-            by_token.setdefault(s.token, []).append(s)
+        live = {c.mptcp_info.mptcpi_token: c for c in found
+                if c.state != sockdiag.TCP_LISTEN and c.mptcp_info is not None
+                and c.mptcp_info.mptcpi_token}
         for token in list(self.connections):
             if token not in live:
                 conn = self.connections.pop(token)
@@ -380,26 +381,28 @@ class Daemon:
         learned: list[Connection] = []
         caught_up: list[Connection] = []
         for token, c in live.items():
-            saddr, daddr = unmap(c.saddr) or "", unmap(c.daddr) or ""
+            saddr, daddr = c.local.addr, c.remote.addr
             conn = self.connections.get(token)
             fresh = conn is None
             if fresh:
-                server = (saddr, c.sport) in listening or c.sport in wildcard
-                conn = Connection(token, family_of(saddr), saddr, c.sport, daddr, c.dport,
-                                  server_side=server, learned=True, created_at=time.time())
+                server = (saddr, c.local.port) in listening or c.local.port in wildcard
+                conn = Connection(token, family_of(saddr), saddr, c.local.port, daddr,
+                                  c.remote.port, server_side=server, learned=True,
+                                  created_at=time.time())
                 self.connections[token] = conn
             seen = {}
             was_established = conn.established
-            for s in by_token.get(token, []):
-                key = (unmap(s.saddr) or "", s.sport, unmap(s.daddr) or "", s.dport)
+            for s in c.subflows:
+                key = (s.local.addr, s.local.port, s.remote.addr, s.remote.port)
                 sub = conn.subflows.get(key)
                 if sub is None:
-                    sub = Subflow(*key, loc_id=s.loc_id, rem_id=s.rem_id, if_idx=s.ifindex)
+                    sub = Subflow(*key, loc_id=s.id_loc or 0, rem_id=s.id_rem or 0,
+                                  if_idx=s.ifindex)
                     if conn.take_pending(key[0], key[2], key[3]) is not None:
                         sub.mine = True            # one we asked for: no longer on its way
-                sub.backup = s.backup
+                sub.backup = s.backup_local          # this end's wish (B flag or MP_PRIO)
                 seen[key] = sub
-                if s.flags & diag.MPTCP_SUBFLOW_FLAG_FULLY_ESTABLISHED:
+                if s.fully_established:
                     conn.established = True
             conn.subflows = seen
             if fresh:
