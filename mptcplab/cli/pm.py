@@ -400,28 +400,34 @@ def subflow(args: argparse.Namespace) -> int:
 def _subflow_show(args: argparse.Namespace, token: int | None) -> int:
     from tabulate import tabulate
 
-    from mptcplab.pm import diag
-    from mptcplab.pm.client import in_netns, open_netns
+    from mptcplab import sockdiag
+    from mptcplab.pm.client import open_netns
 
     netns = netns_of(args.netns)
     fd, own = open_netns(netns)
     try:
-        subs = in_netns(fd, diag.subflows_here)
+        subs = sockdiag.subflows(fd, token)
     finally:
         if own and fd is not None:
             import os
 
             os.close(fd)
-    rows = [s for s in subs if token is None or s.token == token]
+
+    def counted(s: sockdiag.DiagSubflow, name: str) -> int | None:
+        return getattr(s.tcp_info, name, None) if s.tcp_info is not None else None
+
+    rows = [{"token": s.token_loc, "saddr": s.local.addr, "sport": s.local.port,
+             "daddr": s.remote.addr, "dport": s.remote.port, "loc_id": s.id_loc,
+             "rem_id": s.id_rem, "backup": s.backup_local, "state": s.state,
+             "bytes_acked": counted(s, "tcpi_bytes_acked"),
+             "bytes_received": counted(s, "tcpi_bytes_received")} for s in subs]
     if args.json:
-        _print_json([{"token": s.token, "saddr": s.saddr, "sport": s.sport, "daddr": s.daddr,
-                      "dport": s.dport, "loc_id": s.loc_id, "rem_id": s.rem_id,
-                      "backup": s.backup, "state": s.state, "bytes_acked": s.bytes_acked,
-                      "bytes_received": s.bytes_received} for s in rows])
+        _print_json(rows)
         return ExitStatus.OK
-    print(tabulate([[f"{s.token:08x}", f"{s.saddr}:{s.sport}", f"{s.daddr}:{s.dport}",
-                     s.loc_id, s.rem_id, "backup" if s.backup else "", s.bytes_acked,
-                     s.bytes_received] for s in rows],
+    print(tabulate([[f"{r['token']:08x}", f"{r['saddr']}:{r['sport']}",
+                     f"{r['daddr']}:{r['dport']}", r["loc_id"], r["rem_id"],
+                     "backup" if r["backup"] else "", r["bytes_acked"], r["bytes_received"]]
+                    for r in rows],
                    headers=["token", "local", "remote", "locid", "remid", "", "bytes_acked",
                             "bytes_received"]))
     return ExitStatus.OK
