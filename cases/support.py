@@ -2,7 +2,9 @@
 traffic, captures and what they show. Kernel-vs-kernel and Scapy-peer cases import this.
 
     needs(*features)                    mark: skip with the reason when a feature is missing
-                                        ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
+                                        ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole");
+                                        a kernel's is "not available on this kernel: ..."
+    unavailable(reason)                 the same from inside a case
     expect_counters(host, before, **n)  delta since `before` must equal n; says what else moved
     wait_for(predicate, what=, timeout=)          poll with a deadline; fail saying what is missing
     wait_counter(host, before, name, at_least=)   ... until a counter delta reaches a value
@@ -52,10 +54,33 @@ RFC_RE = re.compile(r"RFC\s*8684,?\s*(?:§\s*|section\s+|sec\.\s*)?(\d+(?:\.\d+)
 
 # -- features ------------------------------------------------------------------------------
 
+UNAVAILABLE = "not available on this kernel"   # how a missing kernel feature's skip begins
+
+
+def kernel_feature(feature: str) -> bool:
+    """Is `feature` something the kernel has or lacks (a sysctl, a MIB counter, netem), as
+    opposed to something this machine lacks (root, a tool)? A missing kernel feature is a fact
+    about that kernel, reported as "not available on this kernel", never a failure; a missing
+    tool is a broken machine, which MPTCPLAB_STRICT=1 fails."""
+    return feature.startswith("net.") or feature == "netem" \
+        or bool(re.match(r"^(MPTcpExt|TcpExt|IpExt|Tcp|Ip)[A-Z]", feature))
+
+
+def unavailable(reason: str) -> None:
+    """Skip the running case because the kernel lacks something (probed, never a version
+    check): `unavailable("this kernel has no ...")`. Stays a skip under MPTCPLAB_STRICT=1."""
+    pytest.skip(f"{UNAVAILABLE}: {reason}")
+
+
 def probe(feature: str) -> str | None:
     """Why `feature` is missing here, or None when it is present. Probes, never versions:
     a tool on PATH ("nft"), a sysctl ("net.mptcp.blackhole_timeout", read in this process's
-    namespace: every new namespace has the same set), a MIB counter ("MPTcpExtBlackhole")."""
+    namespace: every new namespace has the same set), a MIB counter ("MPTcpExtBlackhole"),
+    "netem" (the delay qdisc, which the kernel loads on demand where it is a module)."""
+    if feature == "netem":
+        from mptcplab.topo import netem_available
+
+        return None if netem_available() else "this kernel has no netem qdisc (sch_netem)"
     if feature == "root":
         return None if os.geteuid() == 0 else "needs root: the cases build network namespaces"
     if feature.startswith("net."):
@@ -696,5 +721,6 @@ __all__ = [
     "bytes_outside", "connect", "data_ranges", "describe_capture", "dss_checksum_failures", "expect_counters", "find_options",
     "first_difference", "has", "is_fallback", "mptcp_keys", "needs", "pattern", "payload_bytes",
     "probe", "recv_all", "recv_exactly", "rfc_section", "segment_line", "strict",
-    "subflow_streams", "transfer", "wait_counter", "wait_for",
+    "subflow_streams", "transfer", "unavailable", "wait_counter", "wait_for",
+    "UNAVAILABLE", "kernel_feature",
 ]

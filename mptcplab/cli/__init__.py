@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from mptcplab.errors import ExitStatus, LabError
 
-COMMANDS = ("decode", "sniff", "topo")
+COMMANDS = ("decode", "sniff", "topo", "cases", "vm")
 
 
 def build_parser() -> argparse.ArgumentParser:
