@@ -145,11 +145,15 @@ def _apt(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
 
 
-def debian_offers(spec: str) -> list[DebianKernel]:
+def debian_offers(spec: str, log: Log | None = None) -> list[DebianKernel]:
     """The linux-image-<abi>-amd64 packages of the configured apt sources whose ABI starts
     with `spec` ("6.12" -> 6.12.117+deb12, ...), newest first, each with the version apt
     would fetch. Only the generic amd64 flavour (not cloud, rt, dbg, unsigned)."""
     names = _apt(["apt-cache", "pkgnames", "linux-image-"]).stdout.split()
+    if not names and os.geteuid() == 0 and log is not None:
+        log("apt knows no linux-image packages: running apt-get update")
+        _apt(["apt-get", "update", "-qq"])
+        names = _apt(["apt-cache", "pkgnames", "linux-image-"]).stdout.split()
     found = [(m["abi"], name) for name in names
              if (m := _PKG.match(name)) and not re.search(r"cloud|-rt$|-rt-", m["abi"])
              and _matches(spec, m["abi"])]
@@ -244,7 +248,7 @@ def resolve(spec: str, *, log: Log = _quiet, download: bool = True) -> Kernel:
     if not DEBIAN_SPEC.match(spec):
         raise BadInput(f"--kernel {spec!r}: give `host`, a kernel image path, or a Debian "
                        "kernel version such as 6.1 or 6.12")
-    offers = debian_offers(spec) if shutil.which("apt-cache") else []
+    offers = debian_offers(spec, log) if shutil.which("apt-cache") else []
     in_cache = [k for k in cached() if _matches(spec, k.release.removesuffix("-amd64"))]
     if offers:
         best = offers[0]

@@ -148,6 +148,9 @@ def guest_env(env: dict[str, str] | None = None) -> dict[str, str]:
 def _script(share: Path, argv: Sequence[str], cwd: Path, env: dict[str, str]) -> str:
     q = shlex.quote
     lines = ["# written by `mptcplab vm run`; runs as root inside the guest",
+             # The one module the lab wants that the kernel might not load on demand (link
+             # delay/jitter); loaded here only, in a throwaway VM, never on the host.
+             "[ -d /lib/modules/$(uname -r) ] && modprobe -q sch_netem 2>/dev/null",
              f"uname -r > {q(str(share / 'booted'))}"]
     lines += [f"export {k}={q(v)}" for k, v in sorted(env.items())]
     lines += [f"cd {q(str(cwd))} || {{ echo 127 > {q(str(share / 'status'))}; exit 127; }}",
