@@ -145,3 +145,45 @@ def test_an_image_that_does_not_boot_is_one_line(tmp_path):
     assert "did not boot to the command" in r.stderr.splitlines()[-1]
     assert "Traceback" not in r.stderr
     assert _ours(str(broken)) == [] and _shares() <= before
+
+
+NETEM_PROBE = r'''
+import socket, sys, time
+from mptcplab.topo import Lab, Topology
+topo = Topology("netem-probe")
+a, b = topo.host("a"), topo.host("b")
+topo.link(a, b, v4="10.0.1.0/24", delay="100ms")
+with Lab(topo) as lab:
+    def rtt():
+        best = 9.0
+        for _ in range(3):
+            s = socket.socket()
+            t = time.monotonic()
+            try:
+                s.connect(("10.0.1.2", 9))     # nothing listens: the RST comes back after one RTT
+            except ConnectionRefusedError:
+                best = min(best, time.monotonic() - t)
+            finally:
+                s.close()
+        return best
+    print(f"rtt {lab['a'].run(rtt) * 1000:.0f} ms")
+'''
+
+
+@pytest.mark.skipif(os.environ.get("MPTCPLAB_VM_TESTS") != "all",
+                    reason="a second VM boot: set MPTCPLAB_VM_TESTS=all")
+def test_netem_delay_works_in_the_vm_and_is_refused_here(tmp_path):
+    """Debian's kernel has sch_netem as a module: a 100 ms delay on both ends of a link gives
+    a ~200 ms round trip inside the VM; on a kernel without netem the same lab is refused."""
+    r = subprocess.run([sys.executable, "-m", "mptcplab.cli", "vm", "run", "--kernel", "6.12",
+                        "--", sys.executable, "-c", NETEM_PROBE], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rtt = int(r.stdout.split("rtt ")[1].split()[0])
+    assert 190 <= rtt < 1000, r.stdout
+    from mptcplab.topo import netem_available
+
+    if not netem_available():
+        here = subprocess.run([sys.executable, "-c", NETEM_PROBE], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert here.returncode != 0 and "needs the netem qdisc" in here.stderr

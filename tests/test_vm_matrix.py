@@ -267,3 +267,27 @@ def test_vm_run_errors(tmp_path):
     assert r.returncode == 5
     assert r.stderr == "mptcplab: error: vng not found: install virtme-ng from PyPI (pip " \
                        "install virtme-ng) (tools/setup.sh does)\n"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="runs the conformance cases (namespaces)")
+def test_xdist_workers_each_run_every_case_into_its_own_column(tmp_path):
+    """pytest-xdist's own workers, as docs/vm.md spreads the matrix over machines: with
+    `--dist each` every worker runs every case; each JUnit entry carries the worker's kernel
+    and label, so one file splits into one column per worker. Here two local workers stand
+    in for two ssh workers (`--tx ssh=root@box//python=python3//chdir=...`)."""
+    xml = tmp_path / "each.xml"
+    cmd = [sys.executable, "-m", "pytest", "cases", "-p", "no:cacheprovider", "-q",
+           "-k", "test_syn_retries_then_tcp_then_blackhole and 0", f"--junitxml={xml}",
+           "--dist", "each"]
+    for box in ("a", "b"):     # one checkout here: each worker its own artifacts directory
+        cmd += ["--tx", f"popen//id={box}//env:{matrix.LABEL_ENV}=box-{box}"
+                        f"//env:MPTCPLAB_ARTIFACTS={tmp_path / box}"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "MPTCPLAB_STRICT": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads(_cli("cases", "--merge", str(xml), "--json").stdout)
+    assert sorted(k["label"] for k in m["kernels"]) == ["box-a", "box-b"]
+    assert all(k["release"] == os.uname().release for k in m["kernels"])
+    [row] = m["cases"]
+    assert {label: cell["result"] for label, cell in row["results"].items()} == {
+        "box-a": "pass", "box-b": "pass"}

@@ -18,18 +18,17 @@ def _kernel_line(k: KernelResults) -> str:
     how = {"native": "natively", "tcg": "in a VM under TCG", "kvm": "in a VM under KVM"}.get(
         k.accel, "")
     parts = [f"{k.label}: {k.release or 'release unknown'}"]
-    if k.source:
+    if k.source and k.accel != "native":
         parts.append(k.source)
     if how:
         parts.append(how + (f", booted in {k.boot_seconds:.0f} s" if k.boot_seconds else ""))
     if k.error:
         parts.append(f"NOT RUN: {k.error}")
     else:
-        counts = k.counts()
-        words = ", ".join(f"{n} {CELL[r] if r != 'unavailable' else 'not available'}"
-                          for r, n in counts.items() if n)
-        parts.append(f"{len(k.cases)} cases{' in ' + format(k.seconds, '.0f') + ' s' if k.seconds else ''}"
-                     f": {words or 'none'}")
+        words = ", ".join(f"{n} {'not available' if r == 'unavailable' else CELL[r]}"
+                          for r, n in k.counts().items() if n)
+        took = f" in {k.seconds:.0f} s" if k.seconds else ""
+        parts.append(f"{len(k.cases)} cases{took}: {words or 'none'}")
     return "; ".join(parts)
 
 

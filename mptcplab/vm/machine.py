@@ -216,6 +216,10 @@ def allow_running() -> None:
     _stopping.clear()
 
 
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
 def vng_command(kernel: Kernel, share: Path, cwd: Path, accel: str,
                 options: VMOptions) -> list[str]:
     assert kernel.image is not None

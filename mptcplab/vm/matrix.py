@@ -350,6 +350,8 @@ def run_kernel(kernel: Kernel, opts: RunOptions, *, log: Log,
                 if children is not None:
                     with children.lock:
                         children.procs.append(proc)
+                if machine.stopping():
+                    raise LabError("stopped: the run was interrupted")
                 try:
                     res.pytest_status = proc.wait(timeout=opts.timeout)
                 except subprocess.TimeoutExpired:
