@@ -44,7 +44,8 @@ def test_syn_retries_then_tcp_then_blackhole(case, retries):
     assert first.client_fallback and first.server_fallback
 
 
-@needs("net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
+@needs("net.mptcp.syn_retrans_before_tcp_fallback", "net.mptcp.blackhole_timeout",
+       "MPTcpExtBlackhole")
 def test_no_blackhole_timeout_means_mptcp_is_tried_again(case):
     """blackhole_timeout=0: a connection that fell back does not turn MPTCP off, the next one
     starts with MP_CAPABLE again. RFC 8684 §3.1."""
