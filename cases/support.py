@@ -123,11 +123,20 @@ def _short(name: str) -> str:
     return name.removeprefix("MPTcpExt")
 
 
+def _have_counters(counters: Counters, names: Any) -> None:
+    """A counter this kernel does not have makes the case "not available on this kernel"
+    (it cannot judge), rather than a KeyError; it never reads as 0."""
+    missing = [n for n in names if n not in counters]
+    if missing:
+        unavailable("this kernel has no MIB counter " + ", ".join(missing))
+
+
 def expect_counters(host: LabHost, before: Counters, **expected: int) -> Counters:
     """Counters of `host` now minus `before` must match `expected` (full nstat names:
     MPTcpExtMPJoinSynRx=1). Fails like the kernel selftests, `server MPTcpExtMPJoinSynRx:
     expected 1, got 0`, followed by every MPTcpExt counter that did move. Returns the delta."""
     delta = host.counters() - before
+    _have_counters(delta, expected)
     bad = [f"{host.name} {k}: expected {v}, got {delta[k]}" for k, v in expected.items()
            if delta[k] != v]
     if bad:
@@ -154,6 +163,7 @@ def wait_counter(host: LabHost, before: Counters, name: str, *, at_least: int = 
                  timeout: float = 10.0) -> int:
     """Wait until `host`'s counter `name` rose by `at_least` since `before`; its delta."""
     last = [0]
+    _have_counters(before, [name])
 
     def risen() -> bool:
         last[0] = (host.counters() - before)[name]

@@ -64,7 +64,8 @@ def test_two_cases_on_debian_6_12_beside_the_host(tmp_path):
     out = tmp_path / "results"
     before = _shares()
     r = subprocess.run([sys.executable, "-m", "mptcplab.cli", "cases", "--kernel", "host",
-                        "--kernel", "6.12", "-n", "0", "--out", str(out), "--json", "-k",
+                        "--kernel", "6.12", "-j", "2", "-n", "0", "--out", str(out), "--json",
+                        "-k",
                         "test_syn_retries_then_tcp_then_blackhole and 0 "
                         "or test_add_addr_hmac_and_echo and 4"],
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)

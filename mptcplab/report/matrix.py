@@ -32,17 +32,24 @@ def _kernel_line(k: KernelResults) -> str:
     return "; ".join(parts)
 
 
+KINDS = {"unavailable": "not available on that kernel", "deviation": "kernel deviations (strict xfail)",
+         "fail": "failures", "skipped": "skipped"}
+
+
 def matrix_text(m: Matrix) -> str:
     from tabulate import tabulate
 
-    notes: dict[tuple[str, str, str], int] = {}      # (kind, kernel, reason) -> footnote
-    members: dict[int, int] = {}
-
-    def note(kind: str, kernel: str, reason: str) -> str:
-        key = (kind, kernel, reason)
-        n = notes.setdefault(key, len(notes) + 1)
-        members[n] = members.get(n, 0) + 1
-        return f" [{n}]"
+    # Footnotes: one per (kind, reason), numbered in the order they are listed below the
+    # table (by kind, then first appearance), each saying on which kernels and how often.
+    seen: dict[tuple[str, str], dict[str, int]] = {}
+    for case, _ in m.rows:
+        for k in m.kernels:
+            c = m.cell(case, k)
+            if c is not None and c.result in KINDS and c.reason:
+                per = seen.setdefault((c.result, c.reason), {})
+                per[k.label] = per.get(k.label, 0) + 1
+    order = sorted(seen, key=lambda key: list(KINDS).index(key[0]))
+    number = {key: i + 1 for i, key in enumerate(order)}
 
     rows = []
     for case, rfc in m.rows:
@@ -52,24 +59,20 @@ def matrix_text(m: Matrix) -> str:
             if c is None:
                 row.append("-")
                 continue
-            text = CELL[c.result]
-            if c.result in ("unavailable", "skipped", "fail", "deviation") and c.reason:
-                text += note(c.result, k.label, c.reason)
-            row.append(text)
+            key = (c.result, c.reason)
+            row.append(CELL[c.result] + (f" [{number[key]}]" if key in number else ""))
         rows.append(row)
     headers = ["case", "RFC 8684"] + [f"{k.label}\n{k.release}" if k.release and
                                       k.release != k.label else k.label for k in m.kernels]
     out = [tabulate(rows, headers=headers, disable_numparse=True) if rows else "(no cases)", ""]
     out += ["kernels:"] + [f"  {_kernel_line(k)}" for k in m.kernels]
-    titles = {"unavailable": "not available on that kernel", "skipped": "skipped",
-              "fail": "failures", "deviation": "kernel deviations (strict xfail)"}
-    for kind, title in titles.items():
-        mine = [(n, kernel, reason) for (k2, kernel, reason), n in notes.items() if k2 == kind]
+    for kind, title in KINDS.items():
+        mine = [key for key in order if key[0] == kind]
         if mine:
             out += ["", f"{title}:"]
-            for n, kernel, reason in mine:
-                count = members[n]
-                short = reason if len(reason) <= 160 else reason[:157] + "..."
-                out.append(f"  [{n}] {kernel}: {short}"
-                           + (f" ({count} cases)" if count > 1 else ""))
+            for key in mine:
+                reason = key[1] if len(key[1]) <= 160 else key[1][:157] + "..."
+                where = ", ".join(f"{k} ({n} cases)" if n > 1 else k
+                                  for k, n in seen[key].items())
+                out.append(f"  [{number[key]}] {where}: {reason}")
     return "\n".join(out)

@@ -12,7 +12,7 @@ import ipaddress
 from socket import AF_INET, AF_INET6
 from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nla
+from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nla
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 from pyroute2.netlink.generic import mptcp as _pr2
 
@@ -72,6 +72,9 @@ class mptcp_pm_msg(_pr2.mptcp_msg):
     )
 
     class pm_addr(nla):
+        # Older kernels (6.1) validate nesting strictly: without the flag they answer
+        # "NLA_F_NESTED is missing" (EINVAL) to every endpoint command.
+        nla_flags = NLA_F_NESTED
         prefix = "MPTCP_PM_ADDR_ATTR_"
         nla_map = (
             ("MPTCP_PM_ADDR_ATTR_UNSPEC", "none"),
