@@ -260,6 +260,11 @@ def test_vm_run_errors(tmp_path):
     assert r.returncode == 5 and "no Debian kernel package linux-image-99.1*-amd64" in r.stderr
     r = _cli("vm", "run", "--kernel", "6.12", "--memory", "lots", "--", "true")
     assert r.returncode == 2 and "not a memory size" in r.stderr
+    # the guest runs as root: this machine's own directories are never shared writable
+    r = _cli("vm", "run", "--kernel", "6.12", "--", "true", cwd=Path("/"))
+    assert r.returncode == 2 and "refusing to let the guest write /" in r.stderr
+    r = _cli("vm", "run", "--kernel", "6.12", "--rwdir", "/etc", "--", "true")
+    assert r.returncode == 2 and "refusing to let the guest write /etc" in r.stderr
     # without virtme-ng on PATH: one line naming what to install
     path = ":".join(p for p in os.environ["PATH"].split(":")
                     if not (Path(p) / "vng").exists())

@@ -145,7 +145,7 @@ def _apt(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
 
 
-def debian_offers(spec: str, log: Log | None = None) -> list[DebianKernel]:
+def debian_offers(spec: str, log: Log | None = None, limit: int = 8) -> list[DebianKernel]:
     """The linux-image-<abi>-amd64 packages of the configured apt sources whose ABI starts
     with `spec` ("6.12" -> 6.12.117+deb12, ...), newest first, each with the version apt
     would fetch. Only the generic amd64 flavour (not cloud, rt, dbg, unsigned)."""
@@ -159,11 +159,17 @@ def debian_offers(spec: str, log: Log | None = None) -> list[DebianKernel]:
              and _matches(spec, m["abi"])]
     found.sort(key=lambda t: _natural(t[0]), reverse=True)
     out = []
-    for abi, name in found[:8]:
-        policy = _apt(["apt-cache", "policy", name]).stdout
-        m = re.search(r"Candidate:\s*(\S+)", policy)
-        if m and m.group(1) != "(none)":
-            out.append(DebianKernel(name, abi, m.group(1)))
+    if not found:
+        return out
+    # one apt-cache call for all of them: "NAME:\n  Installed: ...\n  Candidate: VERSION"
+    policy = _apt(["apt-cache", "policy", *(name for _, name in found[:40])]).stdout
+    candidate = dict(re.findall(r"^(\S+):\n(?:\s+Installed:.*\n)?\s+Candidate:\s*(\S+)",
+                                policy, re.MULTILINE))
+    for abi, name in found:
+        if candidate.get(name, "(none)") != "(none)":
+            out.append(DebianKernel(name, abi, candidate[name]))
+            if len(out) >= limit:
+                break
     return out
 
 
@@ -248,7 +254,7 @@ def resolve(spec: str, *, log: Log = _quiet, download: bool = True) -> Kernel:
     if not DEBIAN_SPEC.match(spec):
         raise BadInput(f"--kernel {spec!r}: give `host`, a kernel image path, or a Debian "
                        "kernel version such as 6.1 or 6.12")
-    offers = debian_offers(spec, log) if shutil.which("apt-cache") else []
+    offers = debian_offers(spec, log, limit=1) if shutil.which("apt-cache") else []
     in_cache = [k for k in cached() if _matches(spec, k.release.removesuffix("-amd64"))]
     if offers:
         best = offers[0]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from mptcplab.errors import LabError, MissingTool, NotRoot
+from mptcplab.errors import ExitStatus, LabError, MissingTool, NotRoot
 from mptcplab.topo import lifecycle
 from mptcplab.vm.kernels import Kernel
 
@@ -42,6 +42,9 @@ UDEVD = ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd")
 ENV_SKIP = ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS",
             "SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY",
             "TMUX", "TMUX_PANE", "STY", "PWD", "OLDPWD", "SHLVL", "_", "TERM_SESSION_ID")
+# Never shared writable: the guest runs as root.
+SYSTEM_DIRS = {Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc",
+                                 "/root", "/run", "/sbin", "/sys", "/usr", "/var", "/home")}
 KVM_PROBE_SECONDS = 3.0
 STOP_GRACE = 5.0
 
@@ -254,6 +257,11 @@ def run(kernel: Kernel, argv: Sequence[str], *, cwd: Path, options: VMOptions | 
     cwd = cwd.resolve()
     if not cwd.is_dir():
         raise LabError(f"working directory {cwd} does not exist")
+    for d in (cwd, *options.rwdirs):
+        if Path(d).resolve() in SYSTEM_DIRS:
+            raise LabError(f"refusing to let the guest write {d} (this machine's own files): "
+                           "run from your checkout, or give --rwdir a directory of yours",
+                           ExitStatus.USAGE)
     out = stdout if stdout is not None else sys.stdout.buffer
     err = stderr if stderr is not None else sys.stderr.buffer
     share = Path(tempfile.mkdtemp(prefix="mptcplab-vm-"))
