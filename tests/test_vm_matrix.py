@@ -36,6 +36,11 @@ def test_needs_a_sysctl():
 def test_needs_a_counter():
     """RFC 8684 §3.3.1."""
 
+def test_reads_a_counter_the_kernel_lacks():
+    """RFC 8684 §3.3.2."""
+    from mptcplab.topo.mib import Counters
+    Counters({"MPTcpExtMPJoinSynRx": 1}, "server")["MPTcpExtNoSuchCounterHere"]
+
 def test_says_unavailable_itself():
     """RFC 8684 §3.4."""
     unavailable("this kernel has no frobnicator")
@@ -89,7 +94,7 @@ def test_junit_cells_from_the_real_conftest(tmp_path, strict):
     assert set(cells) == {f"test_sample.py::{n}" for n in (
         "test_passes", "test_needs_a_sysctl", "test_needs_a_counter",
         "test_says_unavailable_itself", "test_needs_a_tool", "test_deviation",
-        "test_deviation_gone", "test_fails")}
+        "test_deviation_gone", "test_fails", "test_reads_a_counter_the_kernel_lacks")}
 
     def cell(name: str) -> tuple[str, str]:
         c = cells[f"test_sample.py::{name}"]
@@ -101,6 +106,8 @@ def test_junit_cells_from_the_real_conftest(tmp_path, strict):
     assert cell("test_needs_a_sysctl") == (
         "unavailable", "this kernel has no sysctl net.mptcp.no_such_sysctl_here")
     assert cell("test_needs_a_counter") == (
+        "unavailable", "this kernel has no MIB counter MPTcpExtNoSuchCounterHere")
+    assert cell("test_reads_a_counter_the_kernel_lacks") == (
         "unavailable", "this kernel has no MIB counter MPTcpExtNoSuchCounterHere")
     assert cell("test_says_unavailable_itself") == (
         "unavailable", "this kernel has no frobnicator")
@@ -126,7 +133,7 @@ def test_summary_counts_unavailable_apart(tmp_path):
                           "-p", "no:xdist", "-q", "--rootdir", str(tmp_path)], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=300).stdout
     assert "test_sample.py::test_needs_a_sysctl" in out
-    assert "3 not available on this kernel" in out
+    assert "4 not available on this kernel" in out
     assert "3 failed" in out        # the tool (strict), the XPASS, the assertion
 
 
