@@ -167,7 +167,7 @@ with Lab(topo) as lab:
             finally:
                 s.close()
         return best
-    print(f"rtt {lab['a'].run(rtt) * 1000:.0f} ms")
+    print(f"rtt {lab['a'].call(rtt) * 1000:.0f} ms")
 '''
 
 
