@@ -298,6 +298,8 @@ def run(kernel: Kernel, argv: Sequence[str], *, cwd: Path, options: VMOptions | 
                            "and was stopped") from None
         for t in pumps:
             t.join(timeout=5)
+        if _stopping.is_set():
+            raise LabError(f"the VM on {kernel.release} was stopped: the run was interrupted")
         seconds = time.monotonic() - started
         booted, status = share / "booted", share / "status"
         if not booted.exists():
