@@ -1,6 +1,8 @@
 """pytest plumbing of the conformance cases: feature skips (failures under MPTCPLAB_STRICT=1),
-the `case` fixture (artifacts, evidence on failure), the RFC section as a JUnit property, and
-the summary table at the end of the run.
+the `case` fixture (artifacts, evidence on failure), the RFC section as a JUnit property, the
+summary table at the end of the run, and `--requirements[=FILE]`: the RFC 8684 requirement
+table (cases/requirements.py joined with each case's `@covers(...)` and its result), printed
+at the end of the run and written to FILE (docs/conformance.md) when given.
 
 Each case builds its own Lab (fresh namespaces, random id), so cases run side by side under
 pytest-xdist (`pytest -n 2 cases/`). Nothing here keeps state across cases but the summary rows,
@@ -33,6 +35,7 @@ RFC_PROPERTY = "rfc8684_section"
 # machines), under the label `mptcplab cases --kernel` gave it when it did.
 KERNEL_PROPERTY, LABEL_PROPERTY, NODEID_PROPERTY = "kernel", "kernel_label", "nodeid"
 LABEL_ENV = "MPTCPLAB_KERNEL_LABEL"
+COVERS_PROPERTY = "rfc8684_requirements"
 _OUTCOME = pytest.StashKey[dict[str, pytest.TestReport]]()
 _CASE = pytest.StashKey[Case]()
 
@@ -43,11 +46,23 @@ class Row:
     rfc: str
     result: str
     seconds: float
+    covers: tuple[str, ...] = ()
+    reason: str = ""         # xfail reason (the deviation's evidence) or skip reason
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--requirements", nargs="?", const="-", default=None, metavar="FILE",
+                     help="print the RFC 8684 requirement table at the end of the run (and "
+                     "write it as Markdown to FILE, e.g. docs/conformance.md)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*features): skip (fail under "
                             f"{STRICT_ENV}=1) when a tool, sysctl or MIB counter is missing")
+    config.addinivalue_line("markers", "covers(*ids): the RFC 8684 requirements "
+                            "(cases/requirements.py) the case checks")
+    config.addinivalue_line("markers", "slow: the case waits on kernel timers for a second "
+                            "or more (its docstring says which); such cases start first")
     config.pluginmanager.register(Summary(config), "mptcplab-cases-summary")
 
 
@@ -63,6 +78,8 @@ def _dir_name(item: pytest.Item) -> str:
 # -- feature probes and the RFC property -----------------------------------------------------
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from requirements import BY_ID
+
     release = os.uname().release
     label = os.environ.get(LABEL_ENV, "")
     prefix = _cases_prefix(config)
@@ -73,6 +90,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append((KERNEL_PROPERTY, release))
         if label:
             item.user_properties.append((LABEL_PROPERTY, label))
+        ids = [i for mark in item.iter_markers("covers") for i in mark.args]
+        unknown = [i for i in ids if i not in BY_ID]
+        if unknown:
+            raise pytest.UsageError(f"{item.nodeid}: @covers names unknown requirement(s) "
+                                    f"{', '.join(unknown)} (see cases/requirements.py)")
+        if ids:
+            item.user_properties.append((COVERS_PROPERTY, " ".join(ids)))
+    # Longest first: under pytest-xdist the short cases then fill the gaps instead of one
+    # worker finishing a 4 s case alone at the end. (A stable sort: the same order in every
+    # worker, as xdist requires.)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _cases_prefix(config: pytest.Config) -> str:
@@ -170,7 +198,11 @@ def pytest_make_collect_report(collector: pytest.Collector):
 
 def _result(rep: pytest.TestReport) -> str:
     if hasattr(rep, "wasxfail"):
-        return "kernel deviation" if rep.skipped else "FAILED (XPASS: deviation gone?)"
+        if rep.skipped:
+            return "kernel deviation"
+        if rep.passed:          # a non-strict xfail that passed: an intermittent deviation
+            return "passed (intermittent deviation not seen)"
+        return "FAILED (XPASS: deviation gone?)"
     if rep.failed:
         return "FAILED"
     if rep.skipped:
@@ -187,21 +219,29 @@ class Summary:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.prefix = _cases_prefix(config)
+        here = Path(__file__).resolve().parent
+        self.prefix = os.path.relpath(here, config.rootpath).replace(os.sep, "/") + "/"
         self.rows: dict[str, Row] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not report.nodeid.startswith(self.prefix):
             return
         name = report.nodeid[len(self.prefix):]
-        rfc = dict(report.user_properties).get(RFC_PROPERTY, "")
+        props = dict(report.user_properties)
+        rfc = props.get(RFC_PROPERTY, "")
         row = self.rows.setdefault(report.nodeid, Row(name, rfc, "passed", 0.0))
         row.rfc = row.rfc or rfc
+        row.covers = row.covers or tuple(props.get(COVERS_PROPERTY, "").split())
         row.seconds += report.duration
         if report.when == "call" or not report.passed:
             result = _result(report)
             if not (row.result.startswith("FAILED") and result == "passed"):
                 row.result = result
+                if hasattr(report, "wasxfail"):
+                    row.reason = report.wasxfail
+                elif report.skipped:
+                    longrepr = report.longrepr
+                    row.reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.rows:
@@ -221,3 +261,12 @@ class Summary:
                       f"{count[UNAVAILABLE]} not available on this kernel, {count['skipped']} "
                       f"skipped; artifacts of failures and deviations under "
                       f"{artifacts_root(self.config)}")
+        target = self.config.getoption("requirements")
+        if target:
+            from conformance import render_markdown, render_terminal
+
+            tr.section("RFC 8684 requirements")
+            tr.write_line(render_terminal(rows))
+            if target != "-":
+                Path(target).write_text(render_markdown(rows, kernel=os.uname().release))
+                tr.write_line(f"requirement table written to {target}")

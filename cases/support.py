@@ -1,5 +1,7 @@
-"""What a conformance case needs besides the lab: feature probes, counter checks, kernel
-traffic, captures and what they show. Kernel-vs-kernel and Scapy-peer cases import this.
+"""The pytest glue of the conformance cases: feature probes, counter checks, waiting, and the
+case's captures with their evidence. What is not pytest glue lives in the package:
+kernel traffic in `mptcplab.traffic` (connect, transfer, pattern), what a capture shows in
+`mptcplab.facts` (find_options, mptcp_keys, data_ranges, checksum_report).
 
     needs(*features)                    mark: skip with the reason when a feature is missing
                                         ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole");
@@ -8,13 +10,11 @@ traffic, captures and what they show. Kernel-vs-kernel and Scapy-peer cases impo
     expect_counters(host, before, **n)  delta since `before` must equal n; says what else moved
     wait_for(predicate, what=, timeout=)          poll with a deadline; fail saying what is missing
     wait_counter(host, before, name, at_least=)   ... until a counter delta reaches a value
-    transfer(client, server, dst, upload=, download=) -> Transfer   one whole kernel connection
-    connect(client, server, dst) -> Connection    an open kernel connection, for multi-step cases
     the `case` fixture (conftest.py): case.capture(host, iface) -> Pcap, in the case's artifacts
     Pcap.segments() / .options(subtype) / .wait_for(...) / .mark()  decoded capture
-    mptcp_keys(segments), dss_checksum_failures(segments), payload_bytes(segments, ...)
-    data_ranges(segments, addr=), bytes_outside(a, b)   data-level bytes per path
-    pattern(n), first_difference(sent, read)            data that shows loss/duplication
+    peer_lab(case, ...) -> PeerLab      the Scapy peer ("client") facing the kernel ("server"),
+                                        with a capture, counters and the peer's view as evidence
+    covers("3.1-syn-v2", ...)           mark: the requirements (cases/requirements.py) a case checks
 
 A case's RFC 8684 section goes in its docstring ("RFC 8684 §3.7"); the summary table and the
 JUnit XML read it from there. Set MPTCPLAB_STRICT=1 to make every skip a failure (CI).
@@ -22,30 +22,28 @@ JUnit XML read it from there. Set MPTCPLAB_STRICT=1 to make every skip a failure
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
 import socket
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mptcplab import crypto
+from mptcplab.capture import LiveCapture
 from mptcplab.decode import Segment, decode_file
-from mptcplab.describe import describe
-from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Capture, Counters, LabHost
+from mptcplab.facts import find_options
+from mptcplab.report.lines import segment_line
+from mptcplab.topo import IPPROTO_MPTCP, Counters, LabHost
 
 STRICT_ENV = "MPTCPLAB_STRICT"
 ARTIFACTS_ENV = "MPTCPLAB_ARTIFACTS"
-MPTCP_INFO = 1
 HEADERS = 160          # snaplen: link header (cooked v2: 20) + IPv6 (40) + TCP with options (60)
 FULL = 65600           # snaplen for payload checks: a whole GSO super-segment
 RFC_RE = re.compile(r"RFC\s*8684,?\s*(?:§\s*|section\s+|sec\.\s*)?(\d+(?:\.\d+)*)",
@@ -100,6 +98,12 @@ def probe(feature: str) -> str | None:
     return None
 
 
+def covers(*requirements: str) -> pytest.MarkDecorator:
+    """Mark a case with the ids of the RFC 8684 requirements it checks (cases/requirements.py):
+    `pytest cases/ --requirements` builds the conformance table from these marks."""
+    return pytest.mark.covers(*requirements)
+
+
 def needs(*features: str) -> pytest.MarkDecorator:
     """Mark a case (or `pytestmark` a module): skipped, with the reason, when any of the
     features is missing; a failure instead under MPTCPLAB_STRICT=1."""
@@ -123,20 +127,12 @@ def _short(name: str) -> str:
     return name.removeprefix("MPTcpExt")
 
 
-def _have_counters(counters: Counters, names: Any) -> None:
-    """A counter this kernel does not have makes the case "not available on this kernel"
-    (it cannot judge), rather than a KeyError; it never reads as 0."""
-    missing = [n for n in names if n not in counters]
-    if missing:
-        unavailable("this kernel has no MIB counter " + ", ".join(missing))
-
-
 def expect_counters(host: LabHost, before: Counters, **expected: int) -> Counters:
     """Counters of `host` now minus `before` must match `expected` (full nstat names:
     MPTcpExtMPJoinSynRx=1). Fails like the kernel selftests, `server MPTcpExtMPJoinSynRx:
     expected 1, got 0`, followed by every MPTcpExt counter that did move. Returns the delta."""
     delta = host.counters() - before
-    _have_counters(delta, expected)
+    _skip_missing(delta, expected)
     bad = [f"{host.name} {k}: expected {v}, got {delta[k]}" for k, v in expected.items()
            if delta[k] != v]
     if bad:
@@ -159,11 +155,20 @@ def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 10.0,
         time.sleep(interval)
 
 
+def _skip_missing(counters: Counters, names: Any) -> None:
+    """A counter this kernel does not have makes the case "not available on this kernel"
+    (it cannot judge; a skip also under MPTCPLAB_STRICT=1), like a missing `needs(...)`
+    kernel feature, rather than a KeyError; it never reads as 0."""
+    missing = [n for n in names if n not in counters]
+    if missing:
+        unavailable("; ".join(f"this kernel has no MIB counter {n}" for n in missing))
+
+
 def wait_counter(host: LabHost, before: Counters, name: str, *, at_least: int = 1,
                  timeout: float = 10.0) -> int:
     """Wait until `host`'s counter `name` rose by `at_least` since `before`; its delta."""
+    _skip_missing(before, [name])
     last = [0]
-    _have_counters(before, [name])
 
     def risen() -> bool:
         last[0] = (host.counters() - before)[name]
@@ -177,227 +182,6 @@ def wait_counter(host: LabHost, before: Counters, name: str, *, at_least: int = 
         raise AssertionError(f"{exc} (it is {last[0]})\n  {host.name} MPTcpExt deltas: "
                              f"{moved or 'none'}") from None
     return last[0]
-
-
-# -- kernel traffic ------------------------------------------------------------------------
-
-def _family(addr: str) -> int:
-    return socket.AF_INET6 if ":" in addr else socket.AF_INET
-
-
-def is_fallback(sock: socket.socket) -> bool:
-    """True when the MPTCP socket fell back to TCP (MPTCP_INFO then answers EOPNOTSUPP)."""
-    try:
-        sock.getsockopt(SOL_MPTCP, MPTCP_INFO, 48)
-    except OSError as exc:
-        if exc.errno != errno.EOPNOTSUPP:
-            raise
-        return True
-    return False
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    """Read `n` bytes (fewer only at EOF)."""
-    chunks, got = [], 0
-    while got < n:
-        data = sock.recv(min(1 << 20, n - got))
-        if not data:
-            break
-        chunks.append(data)
-        got += len(data)
-    return b"".join(chunks)
-
-
-def recv_all(sock: socket.socket) -> bytes:
-    """Read until EOF."""
-    chunks = []
-    while data := sock.recv(1 << 20):
-        chunks.append(data)
-    return b"".join(chunks)
-
-
-@dataclass
-class Connection:
-    """An open kernel connection: `client` and `server` (the accepted socket) in their
-    namespaces. `upload`/`download` move bytes and return what the other side read."""
-
-    client: socket.socket
-    server: socket.socket
-    listener: socket.socket
-    timeout: float
-
-    def _move(self, src: socket.socket, dst: socket.socket, data: bytes) -> bytes:
-        out: list[bytes] = []
-        errors: list[BaseException] = []
-
-        def reader() -> None:
-            try:
-                out.append(recv_exactly(dst, len(data)))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        th = threading.Thread(target=reader, daemon=True)
-        th.start()
-        src.sendall(data)
-        th.join(self.timeout)
-        if errors:
-            raise errors[0]
-        if th.is_alive() or not out:
-            raise AssertionError(f"{len(data)} bytes sent, not all read within {self.timeout:g} s")
-        return out[0]
-
-    def upload(self, data: bytes) -> bytes:
-        """Client sends `data`; returns what the server read (len(data) bytes, or less at EOF)."""
-        return self._move(self.client, self.server, data)
-
-    def download(self, data: bytes) -> bytes:
-        return self._move(self.server, self.client, data)
-
-    def upload_until_eof(self, data: bytes, *, timeout: float = 5.0,
-                         limit: int | None = None) -> bytes:
-        """Client sends `data` then shuts down; the server reads until EOF, `limit` bytes
-        (default 4 x len(data)) or `timeout` s, whichever first. Returns what the server's
-        application read, never fails: for cases that judge what arrived."""
-        limit = 4 * len(data) if limit is None else limit
-
-        def send() -> None:
-            with suppress(OSError):
-                self.client.sendall(data)
-                self.client.shutdown(socket.SHUT_WR)
-
-        threading.Thread(target=send, daemon=True).start()
-        got = bytearray()
-        deadline = time.monotonic() + timeout
-        while len(got) < limit and (left := deadline - time.monotonic()) > 0:
-            self.server.settimeout(min(left, 0.5))
-            try:
-                chunk = self.server.recv(1 << 20)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            got += chunk
-        self.server.settimeout(self.timeout)
-        return bytes(got)
-
-    @property
-    def fallback(self) -> tuple[bool, bool]:
-        """(client fell back to TCP, server fell back to TCP)."""
-        return is_fallback(self.client), is_fallback(self.server)
-
-    def close(self) -> None:
-        for s in (self.client, self.server, self.listener):
-            with suppress(OSError):
-                s.close()
-
-
-@contextmanager
-def connect(client: LabHost, server: LabHost, dst: str, *, port: int = 5000,
-            proto: int = IPPROTO_MPTCP, source: str | None = None,
-            timeout: float = 10.0) -> Iterator[Connection]:
-    """Open one kernel connection from `client` to `dst` (a `server` address); the server
-    listens on every address (joins arrive on the others). Closed on exit."""
-    family = _family(dst)
-    listener = server.socket(family, socket.SOCK_STREAM, proto)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-    listener.listen(4)
-    listener.settimeout(timeout)
-    sock = client.socket(family, socket.SOCK_STREAM, proto)
-    sock.settimeout(timeout)
-    conn = None
-    try:
-        if source is not None:
-            sock.bind((source, 0))
-        sock.connect((dst, port))
-        accepted, _ = listener.accept()
-        accepted.settimeout(timeout)
-        conn = Connection(sock, accepted, listener, timeout)
-        yield conn
-    finally:
-        if conn is not None:
-            conn.close()
-        else:
-            sock.close()
-            listener.close()
-
-
-@dataclass
-class Transfer:
-    """What one kernel connection moved: bytes each side's application read, and whether
-    each side was still MPTCP (not fallen back) once the data had arrived."""
-
-    upload: bytes
-    download: bytes
-    server_read: bytes
-    client_read: bytes
-    client_fallback: bool
-    server_fallback: bool
-
-    @property
-    def intact(self) -> bool:
-        return self.server_read == self.upload and self.client_read == self.download
-
-
-def transfer(client: LabHost, server: LabHost, dst: str, *, upload: bytes = b"",
-             download: bytes = b"", port: int = 5000, proto: int = IPPROTO_MPTCP,
-             source: str | None = None, during: Callable[[Connection], None] | None = None,
-             timeout: float = 10.0) -> Transfer:
-    """One kernel connection: the client sends `upload`, the server `download` (both at once),
-    `during(conn)` runs once the data is on its way, then both shut down and read to EOF."""
-    with connect(client, server, dst, port=port, proto=proto, source=source,
-                 timeout=timeout) as conn:
-        results: dict[str, bytes] = {}
-        errors: list[BaseException] = []
-
-        def side(name: str, sock: socket.socket, data: bytes) -> None:
-            try:
-                reader = threading.Thread(target=lambda: results.__setitem__(name, recv_all(sock)),
-                                          daemon=True)
-                reader.start()
-                sock.sendall(data)
-                if name == "client_read" and during is not None:
-                    during(conn)
-                sock.shutdown(socket.SHUT_WR)
-                reader.join(timeout)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=side, args=a, daemon=True) for a in
-                   (("client_read", conn.client, upload), ("server_read", conn.server, download))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout * 2)
-        if errors:
-            raise errors[0]
-        missing = [k for k in ("client_read", "server_read") if k not in results]
-        if missing:
-            raise AssertionError(f"transfer did not finish within {timeout:g} s: "
-                                 f"{', '.join(missing)} still waiting for EOF")
-        fb_client, fb_server = conn.fallback
-    return Transfer(upload, download, results["server_read"], results["client_read"],
-                    fb_client, fb_server)
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    """`n` bytes that differ at every position modulo 251: a shifted, lost or duplicated
-    byte shows in a comparison. Never 0xFB-0xFF: a middlebox writing 0xFF is seen."""
-    block = bytes((i * 7 + seed) % 251 for i in range(251))
-    return (block * (n // 251 + 1))[:n]
-
-
-def first_difference(sent: bytes, got: bytes) -> str:
-    """"identical" or where and how two byte strings part."""
-    if sent == got:
-        return "identical"
-    for i, (a, b) in enumerate(zip(sent, got)):
-        if a != b:
-            return (f"{len(sent)} bytes sent, {len(got)} read; first difference at byte {i} "
-                    f"(sent {a:#04x}, read {b:#04x})")
-    return f"{len(sent)} bytes sent, {len(got)} read; the shorter is a prefix of the longer"
 
 
 # -- captures ------------------------------------------------------------------------------
@@ -414,7 +198,7 @@ class Pcap:
         self.host, self.iface, self.path, self.filter, self.snaplen = (
             host, iface, path, filter, snaplen)
         # The lab sizes tcpdump's ring for about a thousand frames of this snaplen.
-        self._cap: Capture = host.capture(iface, path, filter=filter, snaplen=snaplen)
+        self._cap: LiveCapture = host.capture(iface, path, filter=filter, snaplen=snaplen)
         self._segments: list[Segment] | None = None
 
     def __repr__(self) -> str:
@@ -422,31 +206,14 @@ class Pcap:
 
     @property
     def running(self) -> bool:
-        return self._cap.packets is None and self._cap.proc is not None \
-            and self._cap.proc.poll() is None
-
-    def _settle(self, quiet: float = 0.1, limit: float = 2.0) -> None:
-        """Wait until the file has not grown for `quiet` s (tcpdump -U writes each packet
-        as it handles it), so packets already on the wire are in the file."""
-        deadline = time.monotonic() + limit
-        last, since = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            size = self.path.stat().st_size if self.path.exists() else 0
-            if size != last:
-                last, since = size, time.monotonic()
-            elif time.monotonic() - since >= quiet:
-                return
-            time.sleep(0.02)
+        return self._cap.running
 
     def stop(self) -> None:
-        """Stop tcpdump (idempotent); fail if it dropped packets."""
-        if self.running:
-            self._settle()
-        self._cap.stop()
-        m = re.search(r"(\d+) packets? dropped by kernel", self._cap.stderr)
-        if m and int(m.group(1)):
+        """Stop tcpdump (idempotent; the file is complete first); fail if it dropped packets."""
+        stats = self._cap.stop()
+        if stats.dropped_by_kernel:
             raise AssertionError(f"capture {self.path} is incomplete: tcpdump dropped "
-                                 f"{m.group(1)} packets")
+                                 f"{stats.dropped_by_kernel} packets")
 
     def close(self) -> None:
         """Stop tcpdump whatever its state (teardown; no check)."""
@@ -465,7 +232,7 @@ class Pcap:
     def mark(self) -> int:
         """How many segments the file holds once tcpdump has caught up (the file stopped
         growing): an index into segments() between what happened before and after."""
-        self._settle()
+        self._cap.settle()
         return len(self.read())
 
     def segments(self) -> list[Segment]:
@@ -498,6 +265,7 @@ class Case:
         self.name = name
         self.dir = dir
         self.pcaps: list[Pcap] = []
+        self.files: list[Path] = []          # captures written otherwise (the peer's view)
         self.notes: list[tuple[str, str]] = []
 
     def capture(self, host: LabHost, iface: str = "any", *, filter: str = "tcp",
@@ -523,31 +291,10 @@ class Case:
             out.append(f"capture {pcap.path} ({pcap.host.name}:{pcap.iface}"
                        f"{', filter ' + pcap.filter if pcap.filter else ''}):")
             out.extend("  " + line for line in describe_capture(pcap.path))
+        for path in self.files:
+            out.append(f"capture {path}:")
+            out.extend("  " + line for line in describe_capture(path))
         return "\n".join(out)
-
-
-def find_options(segments: list[Segment], subtype: str | None = None,
-                 **match: Any) -> list[tuple[Segment, dict]]:
-    """(segment, option) for each MPTCP option of `subtype` (e.g. "MP_JOIN") whose fields
-    equal `match` (length=12, echo=True, ...)."""
-    return [(seg, opt) for seg in segments for opt in seg.options
-            if (subtype is None or opt["subtype"] == subtype)
-            and all(opt.get(k) == v for k, v in match.items())]
-
-
-def has(seg: Segment, subtype: str, **match: Any) -> bool:
-    """Does the segment carry an MPTCP option of `subtype` whose fields equal `match`?"""
-    return any(o["subtype"] == subtype and all(o.get(k) == v for k, v in match.items())
-               for o in seg.options)
-
-
-def segment_line(seg: Segment) -> str:
-    """One line per segment: frame, addresses, flags, length, options in words."""
-    src = f"[{seg.src}]" if ":" in seg.src else seg.src
-    dst = f"[{seg.dst}]" if ":" in seg.dst else seg.dst
-    opts = "; ".join(describe(o) for o in seg.options) or "-"
-    return (f"#{seg.frame:<5} {src}:{seg.sport} > {dst}:{seg.dport} [{seg.tcp_flags}] "
-            f"len={seg.payload_len}  {opts}")
 
 
 def _signalling(seg: Segment) -> bool:
@@ -579,158 +326,143 @@ def describe_capture(path: Path, *, head: int = 40, tail: int = 20) -> list[str]
     return lines
 
 
-def mptcp_keys(segments: list[Segment]) -> tuple[int, int]:
-    """(client key, server key) from the first MP_CAPABLE third ACK (length 20 or more)."""
-    for seg in segments:
-        for opt in seg.options:
-            if opt["subtype"] == "MP_CAPABLE" and "receiver_key" in opt:
-                return opt["sender_key"], opt["receiver_key"]
-    raise AssertionError("no MP_CAPABLE ACK with both keys in the capture")
 
 
-def payload_bytes(segments: list[Segment], *, src: str | None = None,
-                  dst: str | None = None, port: int | None = None) -> int:
-    """Payload bytes carried by the segments from `src` / to `dst` (on `port`, either end)."""
-    return sum(s.payload_len for s in segments
-               if (src is None or s.src == src) and (dst is None or s.dst == dst)
-               and (port is None or port in (s.sport, s.dport)))
+# -- the Scapy peer facing the kernel ---------------------------------------------------------
 
-
-Flow = tuple[str, int, str, int]
-
-
-def subflow_streams(segments: list[Segment]) -> dict[Flow, dict[int, bytes]]:
-    """Each direction of each subflow: captured payload by relative sequence number
-    (1 = first byte after the SYN). A full-payload capture is needed (snaplen FULL)."""
-    isn: dict[Flow, int] = {}
-    streams: dict[Flow, dict[int, bytes]] = defaultdict(dict)
-    for seg in segments:
-        key = (seg.src, seg.sport, seg.dst, seg.dport)
-        if "S" in seg.tcp_flags:
-            isn[key] = seg.seq
-        elif seg.payload and key in isn:
-            rel = (seg.seq - isn[key]) & 0xFFFFFFFF
-            streams[key][rel] = seg.payload[:seg.payload_len]
-    return streams
-
-
-def _stream_bytes(chunks: dict[int, bytes], start: int, length: int) -> bytes | None:
-    out = bytearray(length)
-    have = bytearray(length)
-    for rel, data in chunks.items():
-        lo, hi = max(rel, start), min(rel + len(data), start + length)
-        if lo < hi:
-            out[lo - start:hi - start] = data[lo - rel:hi - rel]
-            have[lo - start:hi - start] = b"\1" * (hi - lo)
-    return bytes(out) if all(have) else None
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(spans):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def data_ranges(segments: list[Segment], *, addr: str, since: int = 0,
-                until: int | None = None) -> list[tuple[int, int]]:
-    """The data-level sequence ranges [start, end) carried by segments from or to `addr`
-    (only segments[since:until] count), from each segment's DSS mapping (or MP_CAPABLE with
-    data) and its subflow sequence number. The capture must hold the subflows' SYNs."""
-    isn: dict[Flow, int] = {}
-    last: dict[Flow, int] = {}
-    spans: list[tuple[int, int]] = []
-    stop = len(segments) if until is None else until
-    for i, seg in enumerate(segments):
-        key = (seg.src, seg.sport, seg.dst, seg.dport)
-        if "S" in seg.tcp_flags:
-            isn[key] = seg.seq
-            continue
-        if not seg.payload_len or key not in isn:
-            continue
-        mapping = None
-        for opt in seg.options:
-            if opt["subtype"] == "DSS" and "dsn" in opt and opt["ssn"]:
-                dsn = opt["dsn"] if opt["dsn_len"] == 8 else \
-                    crypto.expand_dsn(opt["dsn"], last.get(key, 0))
-                mapping = (dsn, opt["ssn"], opt["data_level_len"])
-            elif opt["subtype"] == "MP_CAPABLE" and "data_level_len" in opt:
-                mapping = ((crypto.key_idsn(opt["sender_key"]) + 1) % 2**64, 1,
-                           opt["data_level_len"])
-        if mapping is None:
-            continue
-        dsn, ssn, length = mapping
-        rel = (seg.seq - isn[key]) & 0xFFFFFFFF
-        start = dsn + (rel - ssn)
-        end = min(start + seg.payload_len, dsn + length)
-        last[key] = dsn
-        if start < end and since <= i < stop and addr in (seg.src, seg.dst):
-            spans.append((start, end))
-    return _merge(spans)
-
-
-def bytes_outside(ranges: list[tuple[int, int]], others: list[tuple[int, int]]) -> int:
-    """How many bytes of `ranges` no range of `others` covers: data sent there first."""
-    missing = 0
-    for lo, hi in ranges:
-        covered = sum(max(0, min(hi, b) - max(lo, a)) for a, b in others)
-        missing += (hi - lo) - covered
-    return missing
+PEER_V4 = ("10.0.1.1", "10.0.2.1")          # the peer's addresses on path 1 and 2
+KERNEL_V4 = ("10.0.1.2", "10.0.2.2")        # the kernel's
+PEER_V6 = ("dead:beef:1::1", "dead:beef:2::1")
+KERNEL_V6 = ("dead:beef:1::2", "dead:beef:2::2")
+PORT = 5000                                  # where the kernel listens
+PEER_PORT = 6000                             # where the peer listens
 
 
 @dataclass
-class ChecksumReport:
-    """DSS checksums recomputed over a capture: how many verified, which did not."""
+class PeerLab:
+    """The peer ("client" namespace) and the kernel ("server"), two direct links
+    (10.0.1.0/24 + dead:beef:1::/64, 10.0.2.0/24 + dead:beef:2::/64)."""
 
-    verified: int = 0
-    failures: list[str] = field(default_factory=list)
-    uncovered: int = 0          # mappings whose bytes the capture does not hold
+    lab: Any
+    peer: Any
+    case: Case
+    before: Counters
+
+    @property
+    def kernel(self) -> LabHost:
+        return self.lab["server"]
+
+    def expect(self, **counters: int) -> Counters:
+        """The kernel's counters since the lab came up (expect_counters)."""
+        return expect_counters(self.kernel, self.before, **counters)
+
+    def listener(self, family: int = socket.AF_INET, port: int = PORT) -> socket.socket:
+        """A kernel MPTCP listener on every address."""
+        lst = self.kernel.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("", port))
+        lst.listen(8)
+        lst.settimeout(5)
+        return lst
+
+    @contextmanager
+    def connected(self, family: int = socket.AF_INET, **connect: Any) -> Iterator[socket.socket]:
+        """The peer connects to a kernel listener (keyword arguments go to peer.connect);
+        yields the kernel's accepted socket."""
+        lst = self.listener(family)
+        dst = KERNEL_V6[0] if family == socket.AF_INET6 else KERNEL_V4[0]
+        self.peer.connect(dst, PORT, **connect)
+        conn, _ = lst.accept()
+        conn.settimeout(5)
+        try:
+            yield conn
+        finally:
+            conn.close()
+            lst.close()
+
+    @contextmanager
+    def kernel_connects(self, family: int = socket.AF_INET, ports: tuple[int, ...] = (PEER_PORT,),
+                        dst: str | None = None, **listen: Any) -> Iterator[socket.socket]:
+        """The kernel connects to the peer listening on `ports` (keyword arguments go to
+        peer.listen) at `dst` (default: its path-1 address of `family`); yields the kernel's
+        socket once the peer accepted it."""
+        for port in ports:
+            self.peer.listen(port, **listen)
+        sock = self.kernel.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        sock.settimeout(5)
+        if dst is None:
+            dst = PEER_V6[0] if family == socket.AF_INET6 else PEER_V4[0]
+        sock.connect((dst, ports[0]))
+        self.peer.accept()
+        try:
+            yield sock
+        finally:
+            sock.close()
 
 
-def dss_checksum_failures(segments: list[Segment]) -> ChecksumReport:
-    """Recompute every DSS checksum (and the MP_CAPABLE-with-data one) over the captured
-    payload, reassembled across segments (RFC 8684 §3.3.1)."""
-    streams = subflow_streams(segments)
-    idsn: dict[Flow, int] = {}
-    report = ChecksumReport()
-    for seg in segments:
-        key = (seg.src, seg.sport, seg.dst, seg.dport)
-        for opt in seg.options:
-            if opt["subtype"] == "MP_CAPABLE" and "sender_key" in opt:
-                idsn.setdefault(key, crypto.key_idsn(opt["sender_key"]))
-            if opt["subtype"] == "MP_CAPABLE" and "checksum" in opt:
-                dsn, ssn = (crypto.key_idsn(opt["sender_key"]) + 1) % 2**64, 1
-            elif opt["subtype"] == "DSS" and "checksum" in opt:
-                dsn, ssn = opt["dsn"], opt["ssn"]
-                if opt["dsn_len"] == 4:
-                    dsn = crypto.expand_dsn(dsn, idsn.get(key, 0))
-            else:
-                continue
-            length = opt["data_level_len"]
-            if opt.get("data_fin") and ssn == 0:
-                data: bytes | None = b""          # a DATA_FIN alone maps no subflow byte
-            else:
-                if opt.get("data_fin"):
-                    length -= 1
-                data = _stream_bytes(streams.get(key, {}), ssn, length)
-            if data is None:
-                report.uncovered += 1
-                continue
-            if crypto.dss_checksum_ok(dsn, ssn, opt["data_level_len"], data, opt["checksum"]):
-                report.verified += 1
-            else:
-                report.failures.append(f"{segment_line(seg)}: checksum does not verify")
-    return report
+@contextmanager
+def peer_lab(case: Case, *, kernel_mptcp: dict[str, object] | None = None,
+             subflows: int = 4, add_addr_accepted: int = 2,
+             kernel_endpoints: tuple[tuple[str, tuple[str, ...]], ...] = (),
+             **peer: Any) -> Iterator[PeerLab]:
+    """A lab with the Scapy peer facing the kernel; keyword arguments go to MptcpPeer
+    (checksum=, withhold=, dsn32=, ...). The evidence on failure: peer-view.pcap in the
+    case's artifacts (every packet of the peer's namespace, both ways, from the peer's own
+    AF_PACKET socket: no tcpdump to start and stop), what the peer received, and the
+    kernel's MPTcpExt deltas."""
+    from mptcplab.peer import MptcpPeer
+    from mptcplab.peer.endpoint import _line
+    from mptcplab.topo import Lab, Topology
+
+    topo = Topology("peer-case")
+    client = topo.host("client")
+    # blackhole_timeout=0 keeps one fallback from turning MPTCP off; kernels without the
+    # blackhole (6.1) have no such sysctl and need none.
+    quiet = {"blackhole_timeout": 0} if probe("net.mptcp.blackhole_timeout") is None else {}
+    server = topo.host("server", mptcp={**quiet, **(kernel_mptcp or {})})
+    server.set_limits(subflows=subflows, add_addr_accepted=add_addr_accepted)
+    topo.link(client, server, v4="10.0.1.0/24", v6="dead:beef:1::/64")
+    topo.link(client, server, v4="10.0.2.0/24", v6="dead:beef:2::/64")
+    for addr, flags in kernel_endpoints:
+        server.endpoint(addr, *flags)
+    with Lab(topo) as lab:
+        with MptcpPeer(lab["client"], **peer) as mp:
+            pl = PeerLab(lab, mp, case, lab["server"].counters())
+            try:
+                yield pl
+            finally:
+                case.dir.mkdir(parents=True, exist_ok=True)
+                path = case.dir / "peer-view.pcap"
+                mp.write_pcap(str(path))
+                case.files.append(path)
+                case.note("what the peer received", "\n  " + "\n  ".join(
+                    _line(s) for s in mp.segments[-30:]) if mp.segments else "nothing")
+                moved = (lab["server"].counters() - pl.before).nonzero("MPTcpExt")
+                case.note("kernel MPTcpExt deltas", ", ".join(
+                    f"{_short(k)}={v}" for k, v in sorted(moved.items())) or "none")
+
+
+def read_for(sock: socket.socket, n: int, within: float = 1.0) -> bytes:
+    """What the application reads of `n` bytes within `within` seconds (less on EOF or when
+    nothing more comes; a reset raises)."""
+    got = bytearray()
+    deadline = time.monotonic() + within
+    while len(got) < n and (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(got))
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    sock.settimeout(5)
+    return bytes(got)
 
 
 __all__ = [
-    "FULL", "HEADERS", "Case", "ChecksumReport", "Connection", "Pcap", "Transfer",
-    "bytes_outside", "connect", "data_ranges", "describe_capture", "dss_checksum_failures", "expect_counters", "find_options",
-    "first_difference", "has", "is_fallback", "mptcp_keys", "needs", "pattern", "payload_bytes",
-    "probe", "recv_all", "recv_exactly", "rfc_section", "segment_line", "strict",
-    "subflow_streams", "transfer", "unavailable", "wait_counter", "wait_for",
-    "UNAVAILABLE", "kernel_feature",
+    "FULL", "HEADERS", "KERNEL_V4", "KERNEL_V6", "PEER_PORT", "PEER_V4", "PEER_V6", "PORT",
+    "Case", "Pcap", "PeerLab", "covers", "describe_capture", "expect_counters", "needs",
+    "peer_lab", "probe", "read_for", "rfc_section", "strict", "wait_counter", "wait_for",
+    "UNAVAILABLE", "kernel_feature", "unavailable",
 ]

@@ -15,23 +15,23 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import re
 import select
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Self
 
-from mptcplab import privileges
+from mptcplab import namespaces, privileges
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
+from mptcplab.namespaces import NETNS_DIR
 
-T = TypeVar("T")
 
 # Link types this lab decodes (tcpdump's LINKTYPE_* numbers).
 LINKTYPE_NULL = 0
@@ -399,7 +399,7 @@ class BpfFilter:
 # Live capture: tcpdump (libpcap on a TPACKET_V3 ring) writing pcap into a pipe we decode
 
 
-CLONE_NEWNET = 0x40000000
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
 @dataclass
@@ -436,32 +436,7 @@ _STAT_LINES = {"packets captured": "captured", "packets received by filter": "re
 
 def netns_path(netns: str) -> str:
     """A namespace name (as `ip netns` lists it) or a path (/proc/PID/ns/net) as a path."""
-    return netns if "/" in netns else os.path.join("/run/netns", netns)
-
-
-def _in_netns(netns_fd: int | None, fn: Callable[[], T]) -> T:
-    """fn() on a thread that first enters the namespace open at netns_fd (setns changes only
-    the calling thread's namespace; a process it forks starts in it). This process's own
-    threads never move."""
-    if netns_fd is None:
-        return fn()
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            if _libc().setns(netns_fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns: {os.strerror(err)}")
-            box["value"] = fn()
-        except BaseException as exc:        # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=body, name="mptcplab-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return netns if "/" in netns else os.path.join(NETNS_DIR, netns)
 
 
 def _interface_exists(iface: str) -> bool:
@@ -472,47 +447,66 @@ def _interface_exists(iface: str) -> bool:
     return True
 
 
-_LIBC: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL:
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
+def check_filter_text(bpf: str) -> str:
+    """A filter expression as it may reach tcpdump: text, no NUL. It is always passed after
+    `--`, so it can never be read as an option (`-z script` stays a syntax error)."""
+    if "\0" in bpf:
+        raise LabError("bad filter: it contains a NUL byte", ExitStatus.USAGE)
+    return bpf.strip()
 
 
 class LiveCapture:
-    """tcpdump capturing on an interface (optionally inside a named network namespace), its pcap
-    output read from a pipe as it comes (``records()``), stopped by PID (``stop()``).
+    """tcpdump on one interface (of a network namespace): into a pcap file (``path=``), or into
+    a pipe this process decodes as it comes (``records()``). The lab's one tcpdump wrapper:
+    `mptcplab sniff`, `LabHost.capture()` and the cases' captures all go through it.
 
-    tcpdump runs in its own session, so a Ctrl-C reaches only this process, which then decodes
-    what is still in the ring and the pipe, stops tcpdump by its PID, and reads the kernel's
-    drop counter from tcpdump's statistics.
+    tcpdump runs in its own session (a Ctrl-C reaches only this process, which stops tcpdump
+    by its PID after the backlog), dies with this process even on SIGKILL (PR_SET_PDEATHSIG),
+    never drops privileges (-Z root: the death signal survives, the file is writable), and
+    gets the filter after ``--``.
     """
 
     DRAIN_LIMIT = 2.0       # seconds a stop request waits for the backlog to be decoded
-    QUIET = 0.1             # an empty pipe for this long: the backlog is decoded
+    QUIET = 0.1             # an empty pipe (or a file not growing) this long: all is written
 
-    def __init__(self, iface: str, *, netns: str | None = None, bpf: str = "",
-                 snaplen: int = 262144, count: int = 0, buffer_kib: int = 65536,
-                 packet_buffered: bool = True) -> None:
-        self.iface, self.netns, self.bpf = iface, netns, bpf
-        self.snaplen, self.count, self.buffer_kib = snaplen, count, buffer_kib
-        self.packet_buffered = packet_buffered  # each packet through the pipe as it comes
+    def __init__(self, iface: str, *, netns: str | None = None, netns_fd: int | None = None,
+                 path: str | os.PathLike[str] | None = None, bpf: str = "",
+                 snaplen: int = 262144, count: int = 0, buffer_kib: int | None = None,
+                 packet_buffered: bool = True, where: str | None = None) -> None:
+        if iface != "any" and not _IFACE_RE.match(iface):
+            raise BadInput(f"bad interface name {iface!r}")
+        if not 0 < snaplen <= 262144:
+            raise LabError(f"snaplen {snaplen} out of range 1-262144", ExitStatus.USAGE)
+        self.iface, self.netns, self.netns_fd = iface, netns, netns_fd
+        self.path = os.path.abspath(path) if path is not None else None
+        self.bpf = check_filter_text(bpf)
+        self.snaplen, self.count = snaplen, count
+        self.buffer_kib = buffer_kib or max(8192, snaplen)
+        # each packet through the pipe (or into the file) as it comes
+        self.packet_buffered = packet_buffered or self.path is not None
         self.proc: subprocess.Popen[bytes] | None = None
         self.stats: LiveStats | None = None
         self.stderr = ""
-        self.where = iface + (f" in {netns}" if netns else "")
+        self.where = where or iface + (f" in {netns}" if netns else "")
         self._stop_at: float | None = None
         self._interrupted = False
+
+    @property
+    def packets(self) -> int | None:
+        """Packets tcpdump captured (known once it has stopped)."""
+        return self.stats.captured if self.stats is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.stats is None and self.proc.poll() is None
 
     def argv(self) -> list[str]:
         # Immediate mode: each packet leaves the ring as it comes (without it, a stop loses the
         # block the kernel has not handed over yet). -U: a write per packet (for people
-        # watching); without it tcpdump writes in buffer-sized chunks, far fewer system calls.
-        argv = ["tcpdump", "-i", self.iface, "-w", "-", "--immediate-mode", "-n",
-                "-B", str(self.buffer_kib), "-s", str(self.snaplen)]
+        # watching, and so a file can be read while it grows); without it tcpdump writes in
+        # buffer-sized chunks, far fewer system calls.
+        argv = ["tcpdump", "-i", self.iface, "-w", self.path or "-", "--immediate-mode", "-n",
+                "-Z", "root", "-B", str(self.buffer_kib), "-s", str(self.snaplen)]
         if self.packet_buffered:
             argv.insert(5, "-U")
         if self.count:
@@ -527,33 +521,35 @@ class LiveCapture:
             raise MissingTool("tcpdump not found: install the Debian package tcpdump")
         privileges.require("a live capture (without it, read a file with -r)",
                            privileges.CAP_NET_RAW)
-        netns_fd = None
-        if self.netns:
+        fd, own_fd = self.netns_fd, None
+        if fd is None and self.netns:
             privileges.require(f"capturing in namespace {self.netns}", privileges.CAP_SYS_ADMIN)
             try:
-                netns_fd = os.open(netns_path(self.netns), os.O_RDONLY | os.O_CLOEXEC)
+                fd = own_fd = os.open(netns_path(self.netns), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 raise BadInput(f"no network namespace {self.netns!r} "
                                "(see `ip netns list`)") from None
             except OSError as exc:
                 raise BadInput(f"network namespace {self.netns}: {exc.strerror}") from None
         try:
-            if self.iface != "any" and not _in_netns(
-                    netns_fd, lambda: _interface_exists(self.iface)):
-                raise BadInput(f"no interface {self.where}")
+            if self.iface != "any":
+                exists = _interface_exists(self.iface) if fd is None else \
+                    namespaces.run(fd, _interface_exists, self.iface)
+                if not exists:
+                    raise BadInput(f"no interface {self.where}")
             try:
-                self.proc = _in_netns(netns_fd, lambda: subprocess.Popen(
-                    [tcpdump, *self.argv()[1:]], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
+                self.proc = namespaces.popen_tied(
+                    [tcpdump, *self.argv()[1:]], fd, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL if self.path else subprocess.PIPE,
+                    stderr=subprocess.PIPE)
             except OSError as exc:
-                raise NotRoot(f"cannot enter network namespace {self.netns}: "
-                              f"{exc.strerror}") from None
+                raise NotRoot(f"cannot start tcpdump in {self.where}: {exc.strerror}") from None
         finally:
-            if netns_fd is not None:
-                os.close(netns_fd)
-        assert self.proc.stdout is not None
-        with contextlib.suppress(OSError):      # a bigger pipe rides out decoder hiccups
-            fcntl.fcntl(self.proc.stdout.fileno(), 1031, 1 << 20)   # F_SETPIPE_SZ
+            if own_fd is not None:
+                os.close(own_fd)
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError):      # a bigger pipe rides out decoder hiccups
+                fcntl.fcntl(self.proc.stdout.fileno(), 1031, 1 << 20)   # F_SETPIPE_SZ
         self._wait_listening()
         return self
 
@@ -638,28 +634,52 @@ class LiveCapture:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGINT)
 
+    def settle(self, limit: float = 2.0) -> None:
+        """(File mode) wait until the file has not grown for QUIET seconds: tcpdump exits on
+        SIGINT without draining its ring, so packets of the last milliseconds would be lost."""
+        if self.path is None or not self.running:
+            return
+        deadline = time.monotonic() + limit
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                size = os.path.getsize(self.path)
+            except OSError:
+                return
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= self.QUIET:
+                return
+            time.sleep(0.02)
+
     def stop(self, timeout: float = 5.0) -> LiveStats:
-        """Stop tcpdump (if still running) and return its counters."""
+        """Stop tcpdump (if still running; a file is complete first) and return its counters."""
         if self.stats is not None:
             return self.stats
         proc = self.proc
-        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        if proc is None:
+            self.stats = LiveStats()
+            return self.stats
+        assert proc.stderr is not None
+        self.settle()
         self.interrupt()
         deadline = time.monotonic() + timeout
-        with contextlib.suppress(OSError):      # unblock a tcpdump stuck on a full pipe
-            while time.monotonic() < deadline:
-                ready = select.select([proc.stdout], [], [], 0.1)[0]
-                if ready and not os.read(proc.stdout.fileno(), CHUNK):
-                    break
-                if not ready and proc.poll() is not None:
-                    break
+        if proc.stdout is not None:
+            with contextlib.suppress(OSError):      # unblock a tcpdump stuck on a full pipe
+                while time.monotonic() < deadline:
+                    ready = select.select([proc.stdout], [], [], 0.1)[0]
+                    if ready and not os.read(proc.stdout.fileno(), CHUNK):
+                        break
+                    if not ready and proc.poll() is not None:
+                        break
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         self.stderr += proc.stderr.read().decode(errors="replace")
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
         proc.stderr.close()
         stats = LiveStats()
         for line in self.stderr.splitlines():
@@ -674,5 +694,4 @@ class LiveCapture:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.stop()
+        self.stop()

@@ -11,10 +11,22 @@ from typing import Any
 
 from mptcplab.wire import flag_letters
 
-__all__ = ["CAPABLE_STAGES", "JOIN_STAGES", "describe", "endpoint", "flag_letters"]
+__all__ = ["JOIN_STAGES", "capable_stage", "describe", "endpoint", "flag_letters"]
 
-CAPABLE_STAGES = {4: "SYN", 12: "SYN/SYN-ACK", 20: "ACK", 22: "ACK+data", 24: "ACK+data+csum"}
+# MP_CAPABLE's step by length, RFC 8684 (v1): 4 SYN, 12 SYN-ACK; RFC 6824 (v0): 12 in both.
+_CAPABLE_STAGES = {4: "SYN", 20: "ACK", 22: "ACK+data", 24: "ACK+data+csum"}
 JOIN_STAGES = {12: "SYN", 16: "SYN-ACK", 24: "ACK"}
+
+
+def capable_stage(length: int, version: int, tcp_flags: str | None = None) -> str:
+    """Which handshake step an MP_CAPABLE of this length is: the TCP flags decide where they
+    are known ("S" SYN, "SA" SYN-ACK); otherwise the length, and for 12 bytes the version
+    (v1: the SYN-ACK; v0 uses 12 bytes on the SYN and on the SYN-ACK alike)."""
+    if tcp_flags is not None and "S" in tcp_flags:
+        return "SYN-ACK" if "A" in tcp_flags else "SYN"
+    if length == 12:
+        return "SYN-ACK" if version == 1 else "SYN or SYN-ACK"
+    return _CAPABLE_STAGES.get(length, "?")
 
 
 def endpoint(addr: str, port: int | None) -> str:
@@ -23,8 +35,8 @@ def endpoint(addr: str, port: int | None) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-def _capable(d: dict[str, Any]) -> str:
-    parts = [f"MP_CAPABLE v{d['version']} {CAPABLE_STAGES.get(d['length'], '?')} "
+def _capable(d: dict[str, Any], tcp_flags: str | None = None) -> str:
+    parts = [f"MP_CAPABLE v{d['version']} {capable_stage(d['length'], d['version'], tcp_flags)} "
              f"flags={d['flags'] or 'none'}"]
     for key in ("sender_key", "receiver_key"):
         if key in d:
@@ -94,8 +106,11 @@ _RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def describe(d: dict[str, Any]) -> str:
-    """The option described in words (``d`` as ``as_dict()`` returns it)."""
+def describe(d: dict[str, Any], tcp_flags: str | None = None) -> str:
+    """The option described in words (``d`` as ``as_dict()`` returns it); ``tcp_flags`` (as
+    Scapy prints them, "S", "SA", "A"...) tell a SYN from a SYN-ACK where the length cannot."""
     if d.get("malformed"):
         return f"MPTCP malformed ({d['reason']}) raw={d['raw']}"
+    if d["subtype"] == "MP_CAPABLE":
+        return _capable(d, tcp_flags)
     return _RENDERERS[d["subtype"]](d)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from scapy.layers import inet
 from scapy.layers.inet import IP, TCP
 from scapy.packet import NoPayload, Packet
 
+from mptcplab.describe import describe
 from mptcplab.layers import (
     MPDSS,
     MPAddAddr,
@@ -734,3 +736,68 @@ def test_layer_show_lists_rfc_fields() -> None:
     shown = MPTCPOption(h("1e0c 1102 a35d6d82 deadbeef")).show(dump=True)
     for name in ("addr_id", "token", "nonce"):
         assert name in shown
+
+
+# -- values a field cannot hold, letters that are no flag, options too long ---------------------
+
+@pytest.mark.parametrize("make, words", [
+    pytest.param(lambda: MPCapable(version=20), ["version=20", "4 bits", "0-15"], id="version"),
+    pytest.param(lambda: MPJoin(addr_id=300), ["addr_id=300", "8 bits"], id="addr-id"),
+    pytest.param(lambda: MPDSS(dsn=1 << 64), ["dsn=", "64 bits"], id="dsn"),
+    pytest.param(lambda: MPTcpRst(reason=256), ["reason=256", "8 bits"], id="reason"),
+    pytest.param(lambda: MPJoin(flags="X"), ["flags='X'", "'X'", "'B'"], id="join-flags"),
+    pytest.param(lambda: MPCapable(flags="AZ"), ["'Z'", "ABCDEFGH"], id="capable-flags"),
+])
+def test_impossible_values_are_errors_that_say_why(make: Any, words: list[str]) -> None:
+    # Scapy would keep the low bits (version 20 goes out as 4) or fail deep inside its
+    # FlagValue with "substring not found".
+    with pytest.raises(ValueError) as info:
+        make()
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+def test_a_dsn_too_big_for_the_4_bytes_the_flags_ask_for_is_an_error() -> None:
+    with pytest.raises(ValueError, match="dsn=.* 32 bits"):
+        bytes(MPDSS(flags="M", dsn=1 << 40, ssn=1, data_level_len=1))
+
+
+def test_whole_option_bytes_are_written_once() -> None:
+    join = MPJoin(flags="B", addr_id=2, token=0xA35D6D82, nonce=7)
+    whole = bytes(join)
+    as_layer = bytes(TCP(chksum=0, options=[("MPTCP", join)]))
+    as_whole = bytes(TCP(chksum=0, options=[("MPTCP", whole)]))
+    as_value = bytes(TCP(chksum=0, options=[("MPTCP", whole[2:])]))   # Scapy's own habit
+    assert as_whole == as_layer == as_value
+    assert TCP(as_whole).options[0][1].token == 0xA35D6D82
+
+
+def test_options_beyond_40_bytes_draw_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    two = [("MPTCP", MPJoin(hmac=b"x" * 20)), ("MPTCP", MPJoin(hmac=b"y" * 20))]
+    scapy_log = logging.getLogger("scapy")        # Scapy's loggers do not propagate
+    scapy_log.addHandler(caplog.handler)
+    try:
+        bytes(TCP(options=two))
+        warned = [r.getMessage() for r in caplog.records if "40" in r.getMessage()]
+        assert len(warned) == 1 and "48 bytes" in warned[0]
+        caplog.clear()
+        bytes(TCP(options=two[:1]))
+        assert not caplog.records
+    finally:
+        scapy_log.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize("raw, tcp_flags, stage", [
+    ("1e04 0181", "S", "SYN"),
+    ("1e0c 0181 0102030405060708", "SA", "SYN-ACK"),
+    ("1e0c 0181 0102030405060708", None, "SYN-ACK"),          # v1: 12 bytes only on SYN-ACK
+    ("1e0c 0081 0102030405060708", "S", "SYN"),               # v0: the SYN has 12 too
+    ("1e0c 0081 0102030405060708", "SA", "SYN-ACK"),
+    ("1e0c 0081 0102030405060708", None, "SYN or SYN-ACK"),
+])
+def test_mp_capable_says_which_step_it_is(raw: str, tcp_flags: str | None, stage: str) -> None:
+    opt = MPTCPOption(h(raw))
+    text = describe(opt.as_dict(), tcp_flags)
+    assert text.split(" flags=")[0].endswith(f" {stage}"), text
+    if tcp_flags is None:
+        assert opt.summary() == text

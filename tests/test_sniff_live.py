@@ -102,4 +102,7 @@ def test_sniffing_a_lab_node_finds_both_subflows_and_checks_everything(tmp_path:
     assert summary["mptcp_packets"] == len(packets)
     assert [s["subflow"] for s in conn["subflows"]] == [1, 2]
     assert conn["checksum"] is True and conn["fallback"] is False
-    assert sum(s["bytes_to_server"] for s in conn["subflows"]) == len(payload)
+    # Every byte went over some subflow; a few may have gone over both (the kernel reinjects
+    # data of a subflow that stalls, which happens on a loaded machine).
+    carried = [s["bytes_to_server"] for s in conn["subflows"]]
+    assert all(carried) and len(payload) <= sum(carried) < 1.1 * len(payload), carried

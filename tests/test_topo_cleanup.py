@@ -64,7 +64,7 @@ def assert_gone(lab_id: str, pids: list[int], before: RootState) -> None:
     assert before.differences(RootState()) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupt_while_using_a_lab_removes_it(sig):
     before = RootState()
     proc = child(LAB_CHILD, "use", "wifi-cellular")
@@ -72,8 +72,14 @@ def test_interrupt_while_using_a_lab_removes_it(sig):
     assert len(namespaces_of({lab_id})) == 3 and alive(int(sleep_pid))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0
-    assert ("KeyboardInterrupt" if sig == signal.SIGINT else "LabTerminated") in err
+    if sig == signal.SIGINT:
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    else:
+        # a script's `with Lab` ends like a program killed by that signal: 128 + signal,
+        # one line, no traceback
+        assert proc.returncode == 128 + sig
+        name = signal.Signals(sig).name
+        assert err == f"mptcplab: terminated by {name}; lab {lab_id} (wifi-cellular) removed\n"
     assert_gone(lab_id, [int(sleep_pid)], before)
 
 
@@ -124,21 +130,20 @@ def test_sigkill_leaves_a_lab_that_clean_removes():
     assert len(namespaces_of({lab_id})) == 3 and alive(int(sleep_pid))
     state = LabState.load(lab_id)
     assert state is not None and not state.owner_alive
-    # ...until `mptcplab clean`, which removes them and nothing else
-    keep = {s.id for s in all_states() if s.id != lab_id and (s.owner_alive or s.detached)}
-    res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "clean"], capture_output=True,
-                         text=True, timeout=60, check=False)
+    # ...until `mptcplab clean`, which removes them and nothing else. The suite names the lab:
+    # a plain `clean` would also remove what other people's crashed labs left on this machine.
+    others = {s.id for s in all_states() if s.id != lab_id}
+    res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "clean", lab_id],
+                         capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert f"removed namespace mptl-{lab_id}-router" in res.stdout
     assert_gone(lab_id, [int(sleep_pid)], before)
-    # Labs of live processes (another xdist worker) keep their namespaces, unless they ended
-    # on their own meanwhile: a lab's teardown removes its namespaces, then its state file.
-    for other in keep:
-        if not namespaces_of({other}):
-            deadline = time.monotonic() + 5
-            while LabState.load(other) is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert LabState.load(other) is None, f"clean removed the live lab {other}"
+    assert others <= {s.id for s in all_states()} | _ended(others)
+
+
+def _ended(ids: set[str]) -> set[str]:
+    """Labs among `ids` whose own process ended them meanwhile (state file gone with them)."""
+    return {i for i in ids if LabState.load(i) is None and not namespaces_of({i})}
 
 
 def test_clean_keeps_labs_of_live_processes_and_topo_up_labs():
@@ -151,9 +156,10 @@ def test_clean_keeps_labs_of_live_processes_and_topo_up_labs():
 
     up_id = json.loads(up.stdout)["id"]
     try:
-        res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "clean"],
+        res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "clean", live_id, up_id],
                              capture_output=True, text=True, timeout=60, check=False)
         assert res.returncode == 0
+        assert "kept 4 namespace(s)" in res.stdout
         assert len(namespaces_of({live_id})) == 2 and len(namespaces_of({up_id})) == 2
     finally:
         down = subprocess.run([sys.executable, "-m", "mptcplab.cli", "topo", "down", up_id],
@@ -166,14 +172,18 @@ def test_clean_keeps_labs_of_live_processes_and_topo_up_labs():
 
 def test_clean_never_touches_namespaces_without_the_prefix():
     name = f"other-{os.getpid()}"
-    from mptcplab.topo import ns
+    from mptcplab import namespaces as ns
+    from mptcplab.topo.lifecycle import remove_namespaces
+    from mptcplab.topo.naming import lab_namespaces
 
     fd, _ = ns.create(name)
     try:
         os.close(fd)
-        res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "clean"],
+        assert name not in lab_namespaces()          # what clean considers at all
+        assert remove_namespaces([name]) == []       # what it would remove if asked
+        res = subprocess.run([sys.executable, "-m", "mptcplab.cli", "clean", "--all", name],
                              capture_output=True, text=True, timeout=60, check=False)
-        assert res.returncode == 0
+        assert res.returncode == 3 and f"no lab {name}" in res.stderr
         assert os.path.exists(f"/run/netns/{name}")
     finally:
         ns.remove(name)

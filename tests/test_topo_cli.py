@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-from topo_fixtures import namespaces_of, needs_root, root_guard  # noqa: F401
+from topo_fixtures import DROP_CAPS, namespaces_of, needs_root, root_guard  # noqa: F401
 
 from mptcplab.errors import ExitStatus
 
@@ -101,16 +102,130 @@ def test_bad_topology_file_is_a_one_line_error_and_creates_nothing(tmp_path):
 
 
 def test_clean_and_up_refuse_non_root_with_one_line():
-    # imports first: as nobody, Python can no longer read a stdlib under /root
-    code = ("import os, sys, locale, gettext, json, ast, tabulate\n"
-            "from mptcplab.cli import main, build_parser\n"
-            "import mptcplab.topo.lab, mptcplab.topo.catalogue\n"
-            "build_parser().parse_args(['clean'])\n"
-            "os.setresuid(65534, 65534, 65534)\n"
+    # Without capabilities (uid 0 kept, so the checkout is readable wherever it lives).
+    code = ("import sys\n" + DROP_CAPS + "from mptcplab.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
-    for args in (["clean"], ["topo", "up", "two-paths"]):
+    for args in (["clean"], ["topo", "up", "two-paths"], ["exec", "client", "true"]):
         res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                              text=True, timeout=60, check=False)
         assert res.returncode == ExitStatus.NOT_ROOT
         assert res.stderr.startswith("mptcplab: error: ") and res.stderr.count("\n") == 1
         assert "needs root" in res.stderr
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("checksum=maybe", "checksum=maybe: say true or false (yes/no, on/off, 1/0)"),
+    ("loss=True", "loss=True: loss takes a number"),
+    ("nope=1", "two-paths has no option 'nope' (options: rate (str or none), loss (float), "
+               "checksum (bool), mtu (int or none))"),
+    ("rate=35gbit", "rate '35gbit' is more than tbf can shape here (34.4 Gbit/s, 2^32-1 "
+                    "bytes/s); leave rate unset for an unshaped link"),
+    ("mtu=1000", "link client-server: mtu 1000 is below the 1280 bytes IPv6 needs (RFC 8200), "
+                 "and this link has IPv6 addresses: use an MTU of 1280 or more"),
+])
+def test_bad_settings_are_one_line_errors_before_anything_is_built(setting, message):
+    for action in ("show", "up"):
+        res = cli("topo", action, "two-paths", "--set", setting)
+        assert res.returncode == ExitStatus.BAD_INPUT, res.stderr
+        assert res.stderr == f"mptcplab: error: {message}\n"
+
+
+def test_show_reports_the_options_and_middleboxes_it_was_given():
+    res = cli("topo", "show", "two-paths", "--set", "rate=10mbit", "--set", "checksum=yes",
+              "--middlebox", "client:strip:syn-ack")
+    assert res.returncode == 0, res.stderr
+    assert "options (--set NAME=VALUE): rate=10mbit, loss=0.0, checksum=True, mtu=none" \
+        in res.stdout
+    assert res.stdout.count("10 Mbit/s") == 2 and "strip:syn-ack" in res.stdout
+    desc = json.loads(cli("topo", "show", "two-paths", "--set", "checksum=off", "--json").stdout)
+    assert desc["options"]["checksum"] is False
+    assert {n["name"]: n["mptcp"]["checksum_enabled"] for n in desc["nodes"]} == \
+        {"client": "0", "server": "0"}
+    bad = cli("topo", "show", "two-paths", "--middlebox", "router:strip")
+    assert bad.returncode == ExitStatus.BAD_INPUT
+    assert bad.stderr == "mptcplab: error: unknown host 'router' (declared: client, server)\n"
+    bad = cli("topo", "show", "two-paths", "--middlebox", "client:teleport")
+    assert bad.stderr.startswith("mptcplab: error: --middlebox client:teleport: no middlebox "
+                                 "kind 'teleport' (kinds: drop-mp-capable-syn, strip,")
+
+
+def test_a_middlebox_from_the_command_line_acts_on_real_traffic():
+    """`--middlebox router:drop-mp-capable-syn`: the client's MP_CAPABLE SYNs are dropped on
+    the router, as nft's own counter and the client's MIB counter both say."""
+    up = cli("topo", "up", "client-router-server", "--middlebox", "router:drop-mp-capable-syn",
+             "--json")
+    assert up.returncode == 0, up.stderr
+    lab = json.loads(up.stdout)
+    try:
+        router = f"{lab['id']}:router"
+        client = f"{lab['id']}:client"
+        ruleset = cli("exec", router, "nft", "list", "ruleset")
+        assert "tcp option mptcp subtype 0" in ruleset.stdout and " drop" in ruleset.stdout
+        cli("exec", client, "sysctl", "-qw", "net.mptcp.syn_retrans_before_tcp_fallback=0")
+        # a plain TCP server and an MPTCP client: the connection falls back after one drop
+        server = subprocess.Popen(["ip", "netns", "exec", f"mptl-{lab['id']}-server",
+                                   "python3", "-c", SERVE_ONCE], stdout=subprocess.PIPE,
+                                  text=True)
+        assert server.stdout.readline().strip() == "listening"
+        got = cli("exec", client, "python3", "-c", CONNECT_MPTCP)
+        server.wait(30)
+        assert got.returncode == 0 and got.stdout.strip() == "hello", got.stderr
+        counted = cli("exec", router, "nft", "-j", "list", "ruleset").stdout
+        drops = [e["counter"]["packets"] for item in json.loads(counted)["nftables"]
+                 for e in item.get("rule", {}).get("expr", []) if "counter" in e]
+        assert drops == [1]
+        mib = cli("exec", client, "nstat", "-az", "MPTcpExtMPCapableSYNTXDrop").stdout
+        assert re.search(r"MPTcpExtMPCapableSYNTXDrop\s+1\b", mib), mib
+    finally:
+        cli("topo", "down", lab["id"])
+    assert namespaces_of({lab["id"]}) == []
+
+
+SERVE_ONCE = ("import socket\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+              "s.bind(('0.0.0.0', 5000)); s.listen(1); print('listening', flush=True)\n"
+              "c, _ = s.accept(); c.sendall(b'hello\\n'); c.close()\n")
+CONNECT_MPTCP = ("import socket\n"
+                 "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+                 "s.settimeout(20); s.connect(('10.0.2.1', 5000))\n"
+                 "print(s.recv(100).decode().strip())\n")
+
+
+def test_exec_runs_in_the_node_and_says_what_is_wrong_in_one_line():
+    up = cli("topo", "up", "two-paths", "--json")
+    lab_id = json.loads(up.stdout)["id"]
+    try:
+        res = cli("exec", f"{lab_id}:server", "ip", "-br", "addr", "show", "dev", "eth1")
+        assert res.returncode == 0 and "10.0.2.2/24" in res.stdout
+        status = cli("exec", f"{lab_id}:client", "sh", "-c", "exit 7")
+        assert status.returncode == 7                   # the command's exit code
+        for node, message in (
+                (f"{lab_id}:router", f"lab {lab_id} (two-paths) has no node 'router' "
+                                     "(nodes: client, server)"),
+                ("zzzzz:client", "no running lab 'zzzzz' (running: "),
+                ("nosuchnode", "no network namespace 'nosuchnode' and no running lab has a "
+                               "node of that name")):
+            res = cli("exec", node, "true")
+            assert res.returncode == ExitStatus.BAD_INPUT
+            assert res.stderr.startswith(f"mptcplab: error: {message}"), res.stderr
+            assert res.stderr.count("\n") == 1
+        res = cli("exec", f"{lab_id}:client", "no-such-command")
+        assert res.returncode == ExitStatus.MISSING_TOOL
+        assert res.stderr == "mptcplab: error: no-such-command: command not found\n"
+    finally:
+        cli("topo", "down", lab_id)
+
+
+def test_clean_with_lab_ids_touches_only_those_labs():
+    up = [json.loads(cli("topo", "up", "two-paths", "--json").stdout)["id"] for _ in range(2)]
+    try:
+        res = cli("clean", "--all", up[0])
+        assert res.returncode == 0, res.stderr
+        assert namespaces_of({up[0]}) == [] and len(namespaces_of({up[1]})) == 2
+        res = cli("clean", "nolab")
+        assert res.returncode == ExitStatus.BAD_INPUT
+        assert res.stderr == "mptcplab: error: no lab nolab (see `mptcplab topo list`)\n"
+    finally:
+        for lab_id in up:
+            if namespaces_of({lab_id}):
+                cli("topo", "down", lab_id)

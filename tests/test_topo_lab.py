@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from topo_fixtures import (
+    DROP_CAPS,
     child,
     lab_ids_of_pid,
     leaks_of,
@@ -203,7 +204,7 @@ def test_not_root_is_refused_before_anything_is_created():
     code = ("import os\n"
             "from mptcplab.topo import Lab, catalogue\n"
             "t = catalogue.get('two-paths')\n"
-            "os.setresuid(65534, 65534, 65534)\n"
+            + DROP_CAPS +
             "try:\n"
             "    Lab(t).start()\n"
             "except Exception as e:\n"

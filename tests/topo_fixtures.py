@@ -183,6 +183,25 @@ def mptcp_transfer(server: LabHost, client: LabHost, dst: str, payload: bytes,
     return Transfer(len(payload), got[0])
 
 
+# Python code that takes every capability away from the process that runs it, uid 0 kept:
+# "not root" as the lab judges it (capabilities, not uid), while files a root-owned checkout
+# holds stay readable wherever it lives (a clone under /root, a mktemp -d). Dropping to
+# another uid instead would make the child unable to import a checkout in a private folder.
+DROP_CAPS = """
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+class _Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+_hdr = _Header(0x20080522, 0)                  # _LINUX_CAPABILITY_VERSION_3
+_none = (_Data * 2)()
+if _libc.capset(ctypes.byref(_hdr), _none) != 0:
+    raise OSError(ctypes.get_errno(), "capset")
+"""
+
+
 def child(code: str, *args: str) -> subprocess.Popen:
     """A Python child process running `code` (the lab built in another process)."""
     return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
@@ -238,6 +257,7 @@ __all__ = [
     "mptcp_transfer",
     "namespaces_of",
     "needs_nft",
+    "DROP_CAPS",
     "needs_root",
     "needs_ss",
     "needs_tcpdump",

@@ -11,6 +11,9 @@ command -v nft      >/dev/null || need+=(nftables)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip       >/dev/null || need+=(iproute2)
 command -v ss       >/dev/null || need+=(iproute2)
+# the demos' pictures: cairo renders SVG to PNG (cairosvg), in the font the ladders measure
+ldconfig -p 2>/dev/null | grep 'libcairo\.so\.2' >/dev/null || need+=(libcairo2)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || need+=(fonts-dejavu-core)
 # VMs on other kernels (mptcplab vm / cases --kernel): qemu, a static busybox for virtme-ng's
 # initramfs, depmod/modprobe for the guest's modules, udev for the guest's console ports.
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)

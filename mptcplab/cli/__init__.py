@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from mptcplab.errors import ExitStatus, LabError
 
-COMMANDS = ("decode", "sniff", "topo", "cases", "vm")
+COMMANDS = ("demo", "pictures", "decode", "sniff", "topo", "pm", "nc", "cases", "vm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM/SIGHUP turned into LabTerminated
         if args.traceback:
             traceback.print_exc()
-        what = str(exc) or "interrupted"
-        print(f"mptcplab: {what}", file=sys.stderr)
+        if not getattr(exc, "reported", False):
+            print(f"mptcplab: {str(exc) or 'interrupted'}", file=sys.stderr)
         return _signal_status(exc)
     except BrokenPipeError:
         return int(ExitStatus.OK)

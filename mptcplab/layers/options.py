@@ -34,7 +34,7 @@ from scapy.fields import (
 from scapy.packet import Packet
 
 from mptcplab import wire
-from mptcplab.describe import CAPABLE_STAGES, JOIN_STAGES, describe
+from mptcplab.describe import JOIN_STAGES, capable_stage, describe
 from mptcplab.wire import (
     CAPABLE_FLAGS,
     DSS_FLAGS,
@@ -59,16 +59,22 @@ class _UIntField(Field[int, int]):
         super().__init__(name, default)
         self._width = width
 
-    def addfield(self, pkt: Packet, s: bytes, val: int | None) -> bytes:
-        width = self._width(pkt)
-        return s + int(val or 0).to_bytes(width, "big")
-
     def getfield(self, pkt: Packet, s: bytes) -> tuple[bytes, int]:
         width = self._width(pkt)
         return s[width:], int.from_bytes(s[:width], "big")
 
     def i2len(self, pkt: Packet, x: Any) -> int:
         return self._width(pkt)
+
+    def any2i(self, pkt: Packet | None, x: Any) -> Any:
+        # The width may follow fields not set yet (a DSN's 4 or 8 bytes): check the widest,
+        # and at build time the real one.
+        return _fits(self.name, super().any2i(pkt, x), 64)
+
+    def addfield(self, pkt: Packet, s: bytes, val: int | None) -> bytes:  
+        width = self._width(pkt)
+        _fits(self.name, int(val or 0), 8 * width)
+        return s + int(val or 0).to_bytes(width, "big")
 
 
 class _HexUIntField(_UIntField):
@@ -122,6 +128,55 @@ class _AutoFlagsField(FlagsField):
         return super().i2m(pkt, x)
 
 
+def _fits(field: str, value: Any, bits: int) -> Any:
+    """A value given for an integer field must fit it: MPCapable(version=20) is an error, not
+    version 4 (the low bits) on the wire."""
+    if value is None or not isinstance(value, int) or isinstance(value, bool):
+        return value
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{field}={value} does not fit in {bits} bits "
+                         f"(0-{(1 << bits) - 1})")
+    return value
+
+
+class _Bits(BitField):
+    """A BitField that refuses values it cannot hold."""
+
+    def any2i(self, pkt: Packet | None, x: Any) -> Any:
+        size = getattr(self, "size", None)       # not yet set while Field.__init__ runs
+        return super().any2i(pkt, x) if size is None else \
+            _fits(self.name, super().any2i(pkt, x), abs(size))
+
+
+class _Byte(ByteField):
+    def any2i(self, pkt: Packet | None, x: Any) -> Any:
+        return _fits(self.name, super().any2i(pkt, x), 8)
+
+
+class _ByteEnum(ByteEnumField):
+    def any2i(self, pkt: Packet | None, x: Any) -> Any:
+        return _fits(self.name, super().any2i(pkt, x), 8)
+
+
+class _Flags(FlagsField):
+    """Flags by their RFC letters; an unknown letter is an error that names the known ones."""
+
+    def any2i(self, pkt: Packet | None, x: Any) -> Any:
+        if isinstance(x, str) and hasattr(self, "names"):
+            unknown = sorted({c for c in x if c not in self.names})
+            if unknown:
+                known = "".join(n for n in reversed(self.names) if n)   # as the RFC draws
+                raise ValueError(f"{self.name}={x!r}: no flag {''.join(unknown)!r} "
+                                 f"(flags are {known!r})")
+        elif isinstance(x, int) and not isinstance(x, bool) and hasattr(self, "size"):
+            _fits(self.name, x, self.size)
+        return super().any2i(pkt, x)
+
+
+class _CheckedAutoFlags(_AutoFlagsField, _Flags):
+    pass
+
+
 # ---------------------------------------------------------------------------------------------
 # The base class and the dispatch
 
@@ -145,10 +200,10 @@ class MPTCPOption(Packet):
     subtype_id: ClassVar[int | None] = None
     registry: ClassVar[dict[int, type[MPTCPOption]]] = {}
     fields_desc = [
-        ByteField("kind", MPTCP_KIND),
-        ByteField("length", None),
-        BitField("subtype", 0, 4),
-        BitField("rest", 0, 4),
+        _Byte("kind", MPTCP_KIND),
+        _Byte("length", None),
+        _Bits("subtype", 0, 4),
+        _Bits("rest", 0, 4),
         StrLenField("data", b"", length_from=lambda pkt: max(0, (pkt.length or 3) - 3)),
     ]
 
@@ -227,8 +282,8 @@ def malformed_reason(raw: bytes, wanted: type[Packet] = MPTCPOption) -> str | No
 
 
 def _header(subtype: int) -> list[Field[Any, Any]]:
-    return [ByteField("kind", MPTCP_KIND), ByteField("length", None),
-            BitField("subtype", subtype, 4)]
+    return [_Byte("kind", MPTCP_KIND), _Byte("length", None),
+            _Bits("subtype", subtype, 4)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,8 +331,8 @@ class MPCapable(MPTCPOption):
     variant = "MP_CAPABLE"
     subtype_id = 0x0
     fields_desc = _header(0x0) + [
-        BitField("version", 1, 4),
-        FlagsField("flags", 0x01, 8, CAPABLE_FLAGS),
+        _Bits("version", 1, 4),
+        _Flags("flags", 0x01, 8, CAPABLE_FLAGS),
         ConditionalField(_KeyField("sender_key"), lambda p: _capable_len(p) >= 12),
         ConditionalField(_KeyField("receiver_key"), lambda p: _capable_len(p) >= 20),
         ConditionalField(_UIntField("data_level_len", 0, lambda p: 2),
@@ -293,8 +348,7 @@ class MPCapable(MPTCPOption):
     @property
     def stage(self) -> str:
         """Which handshake step this length belongs to."""
-        length = self.effective_length()
-        return CAPABLE_STAGES.get(length, "?")
+        return capable_stage(self.effective_length(), self.version)
 
     def as_dict(self) -> dict[str, Any]:
         length = self.effective_length()
@@ -369,10 +423,10 @@ class MPJoin(MPTCPOption):
     variant = "MP_JOIN"
     subtype_id = 0x1
     fields_desc = _header(0x1) + [
-        ConditionalField(BitField("reserved", 0, 3), lambda p: _join_len(p) != 24),
-        ConditionalField(FlagsField("flags", 0, 1, "B"), lambda p: _join_len(p) != 24),
-        ConditionalField(ByteField("addr_id", 0), lambda p: _join_len(p) != 24),
-        ConditionalField(BitField("reserved_ack", 0, 12), lambda p: _join_len(p) == 24),
+        ConditionalField(_Bits("reserved", 0, 3), lambda p: _join_len(p) != 24),
+        ConditionalField(_Flags("flags", 0, 1, "B"), lambda p: _join_len(p) != 24),
+        ConditionalField(_Byte("addr_id", 0), lambda p: _join_len(p) != 24),
+        ConditionalField(_Bits("reserved_ack", 0, 12), lambda p: _join_len(p) == 24),
         ConditionalField(_HexUIntField("token", 0, lambda p: 4), lambda p: _join_len(p) == 12),
         ConditionalField(_KeyField("truncated_hmac"), lambda p: _join_len(p) == 16),
         ConditionalField(_HexUIntField("nonce", 0, lambda p: 4),
@@ -465,8 +519,8 @@ class MPDSS(MPTCPOption):
     variant = "DSS"
     subtype_id = 0x2
     fields_desc = _header(0x2) + [
-        BitField("reserved", 0, 7),
-        _AutoFlagsField("flags", 5, DSS_FLAGS, _dss_auto_flags),
+        _Bits("reserved", 0, 7),
+        _CheckedAutoFlags("flags", 5, DSS_FLAGS, _dss_auto_flags),
         ConditionalField(_UIntField("data_ack", 0, lambda p: 8 if _dss_flags(p) & 0x02 else 4),
               lambda p: bool(_dss_flags(p) & 0x01)),
         ConditionalField(_UIntField("dsn", 0, lambda p: 8 if _dss_flags(p) & 0x08 else 4),
@@ -551,9 +605,9 @@ class MPAddAddr(MPTCPOption):
     variant = "ADD_ADDR"
     subtype_id = 0x3
     fields_desc = _header(0x3) + [
-        BitField("reserved", 0, 3),
-        FlagsField("flags", 0, 1, "E"),
-        ByteField("addr_id", 0),
+        _Bits("reserved", 0, 3),
+        _Flags("flags", 0, 1, "E"),
+        _Byte("addr_id", 0),
         _AddrField("addr", "0.0.0.0", _addr_is_v6),
         ConditionalField(_UIntField("port", 0, lambda p: 2), _add_addr_has_port),
         ConditionalField(_KeyField("hmac"), lambda p: not _add_addr_echo(p)),
@@ -607,7 +661,7 @@ class MPAddAddrV0(MPAddAddr):
     subtype_id = None
     fields_desc = _header(0x3) + [
         _IPVerField("ipver", None, 4),
-        ByteField("addr_id", 0),
+        _Byte("addr_id", 0),
         _AddrField("addr", "0.0.0.0", _addr_is_v6),
         ConditionalField(_UIntField("port", 0, lambda p: 2), _add_addr_has_port),
     ]
@@ -645,8 +699,8 @@ class MPRemoveAddr(MPTCPOption):
     variant = "REMOVE_ADDR"
     subtype_id = 0x4
     fields_desc = _header(0x4) + [
-        BitField("reserved", 0, 4),
-        FieldListField("addr_ids", [], ByteField("", 0),
+        _Bits("reserved", 0, 4),
+        FieldListField("addr_ids", [], _Byte("", 0),
                        length_from=lambda p: (p.length or 3) - 3),
     ]
 
@@ -679,9 +733,9 @@ class MPPrio(MPTCPOption):
     variant = "MP_PRIO"
     subtype_id = 0x5
     fields_desc = _header(0x5) + [
-        BitField("reserved", 0, 3),
-        FlagsField("flags", 0, 1, "B"),
-        ConditionalField(ByteField("addr_id", 0), _prio_has_id),
+        _Bits("reserved", 0, 3),
+        _Flags("flags", 0, 1, "B"),
+        ConditionalField(_Byte("addr_id", 0), _prio_has_id),
     ]
 
 
@@ -710,7 +764,7 @@ class MPFail(MPTCPOption):
     name = "MP_FAIL"
     variant = "MP_FAIL"
     subtype_id = 0x6
-    fields_desc = _header(0x6) + [BitField("reserved", 0, 12), _KeyField("dsn")]
+    fields_desc = _header(0x6) + [_Bits("reserved", 0, 12), _KeyField("dsn")]
 
 
     def as_dict(self) -> dict[str, Any]:
@@ -736,7 +790,7 @@ class MPFastclose(MPTCPOption):
     name = "MP_FASTCLOSE"
     variant = "MP_FASTCLOSE"
     subtype_id = 0x7
-    fields_desc = _header(0x7) + [BitField("reserved", 0, 12), _KeyField("receiver_key")]
+    fields_desc = _header(0x7) + [_Bits("reserved", 0, 12), _KeyField("receiver_key")]
 
 
     def as_dict(self) -> dict[str, Any]:
@@ -762,8 +816,8 @@ class MPTcpRst(MPTCPOption):
     variant = "MP_TCPRST"
     subtype_id = 0x8
     fields_desc = _header(0x8) + [
-        FlagsField("flags", 0, 4, TCPRST_FLAGS),
-        ByteEnumField("reason", 0, TCPRST_REASONS),
+        _Flags("flags", 0, 4, TCPRST_FLAGS),
+        _ByteEnum("reason", 0, TCPRST_REASONS),
     ]
 
 
@@ -791,7 +845,7 @@ class MPExperimental(MPTCPOption):
     variant = "MP_EXPERIMENTAL"
     subtype_id = 0xF
     fields_desc = _header(0xF) + [
-        BitField("nibble", 0, 4),
+        _Bits("nibble", 0, 4),
         StrLenField("data", b"", length_from=lambda p: (p.length or 3) - 3),
     ]
 
@@ -806,7 +860,7 @@ class MPUnknown(MPTCPOption):
     name = "MPTCP unknown subtype"
     variant = "UNKNOWN"
     fields_desc = _header(0x9) + [
-        BitField("nibble", 0, 4),
+        _Bits("nibble", 0, 4),
         StrLenField("data", b"", length_from=lambda p: (p.length or 3) - 3),
     ]
 

@@ -9,7 +9,10 @@ in the form they would take upstream:
   the option's own bytes, length byte included, so a truncated or misshapen option is kept as an
   ``MPMalformed`` with what was on the wire;
 * building accepts ``("MPTCP", layer)`` and writes the layer's bytes as they are (a crafted
-  length byte is kept), ``("MPTCP", bytes)`` keeps working as a raw value.
+  length byte is kept); ``("MPTCP", bytes)`` keeps working as a raw value, and bytes that are
+  a whole option already (``1e 0c ...``, length byte equal to their length) are written once,
+  not wrapped in a second kind and length. Options that outgrow the 40 bytes a TCP header
+  holds draw a warning, as Scapy warns.
 
 Every other option goes through Scapy's own code, untouched. Calling ``install()`` again does
 nothing.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scapy.error import log_runtime
 from scapy.layers import inet
 from scapy.packet import Packet
 
@@ -29,8 +33,23 @@ OPTION_NAME = "MPTCP"
 _MARK = "_mptcplab_mptcp_hook"
 
 
+MAX_OPTIONS = 40     # a TCP header's data offset (4 bits of words) leaves room for 40 bytes
+_warned: dict[str, Any] = {}
+
+
 def _is_layer(value: Any) -> bool:
     return isinstance(value, Packet)
+
+
+def _is_whole_option(value: Any) -> bool:
+    """Bytes that are a whole kind-30 option already (kind, then a length byte equal to their
+    own length): written as they are, not wrapped in a second kind and length."""
+    return (isinstance(value, (bytes, bytearray)) and len(value) >= 3
+            and value[0] == MPTCP_KIND and value[1] == len(value))
+
+
+def _ours(name: Any, value: Any) -> bool:
+    return name in (OPTION_NAME, MPTCP_KIND) and (_is_layer(value) or _is_whole_option(value))
 
 
 def _unpadded(one: bytes) -> bytes:
@@ -66,16 +85,23 @@ def install() -> None:
                 for (name, value), span in zip(opts, spans)]
 
     def i2m(self: Any, pkt: Packet | None, x: Any) -> bytes:
-        if not x or not any(name in (OPTION_NAME, MPTCP_KIND) and _is_layer(value)
-                            for name, value in x):
+        if not x or isinstance(x, (bytes, str)) or not any(
+                name in (OPTION_NAME, MPTCP_KIND) for name, _ in x):
             return scapy_i2m(self, pkt, x)
         out = b""
         for name, value in x:
-            if name in (OPTION_NAME, MPTCP_KIND) and _is_layer(value):
+            if _ours(name, value):
                 out += bytes(value)
             else:
                 out += _unpadded(scapy_i2m(self, pkt, [(name, value)]))
-        return out + b"\x00" * (-len(out) % 4)
+        out += b"\x00" * (-len(out) % 4)
+        if len(out) > MAX_OPTIONS and _warned.get("last") is not x:
+            _warned["last"] = x     # Scapy encodes a header twice (length, then bytes)
+            log_runtime.warning(
+                "TCP options with MPTCP take %d bytes, more than the %d a TCP header can hold: "
+                "the data offset cannot count them, and a receiver (Scapy included) will "
+                "not find the options", len(out), MAX_OPTIONS)
+        return out
 
     def i2repr(self: Any, pkt: Packet | None, x: Any) -> Any:
         if isinstance(x, list) and any(isinstance(v, MPTCPOption) for _, v in x):

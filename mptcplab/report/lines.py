@@ -15,7 +15,7 @@ def segment_line(seg: Segment) -> str:
             f"[{seg.tcp_flags}] seq {seg.seq} ack {seg.ack} len {seg.payload_len}")
     if not seg.options:
         return head
-    return head + "  | " + "; ".join(describe(opt) for opt in seg.options)
+    return head + "  | " + "; ".join(describe(opt, seg.tcp_flags) for opt in seg.options)
 
 
 
@@ -76,7 +76,7 @@ def sniff_line(ann: Annotated, t0: float,
     words = []
     for i, opt in enumerate(seg.options):
         text = _dss_words(opt, own, peer) if opt["subtype"] == "DSS" and not opt.get(
-            "malformed") else describe(opt)
+            "malformed") else describe(opt, seg.tcp_flags)
         for name, verdict in ann.verdicts(i).items():
             if name != "hmac_valid" or opt.get("hmac") is not None or "truncated_hmac" in opt:
                 text += " " + _mark(verdict, marks)

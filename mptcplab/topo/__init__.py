@@ -11,7 +11,7 @@ Everything the lab creates is named with naming.PREFIX and removed on exit, on C
 and by `clean()` after a crash.
 """
 
-from mptcplab.topo.host import IPPROTO_MPTCP, SOL_MPTCP, Capture, LabHost, Result
+from mptcplab.topo.host import IPPROTO_MPTCP, SOL_MPTCP, LabHost, Result
 from mptcplab.topo.lab import Lab, netem_available
 from mptcplab.topo.lifecycle import LabTerminated, clean, down
 from mptcplab.topo.mib import Counters
@@ -30,7 +30,6 @@ __all__ = [
     "IPPROTO_MPTCP",
     "PREFIX",
     "SOL_MPTCP",
-    "Capture",
     "CorruptPayload",
     "Counters",
     "DropMpCapableSyn",

@@ -9,10 +9,7 @@ a .py file, so a topology of your own needs no registration.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +17,22 @@ from types import ModuleType
 from typing import Any
 
 from mptcplab.errors import BadInput, LabError
+from mptcplab.plugins import FileCatalogue
 from mptcplab.topo.model import Topology
 
 ENV = "MPTCPLAB_NETNS"
 REPO_NETNS = Path(__file__).resolve().parent.parent.parent / "netns"
 
 
+def _valid(module: ModuleType) -> str | None:
+    return None if callable(getattr(module, "build", None)) else "defines no build() function"
+
+
+FILES = FileCatalogue("topology", ENV, REPO_NETNS, valid=_valid)
+
+
 def search_path() -> list[Path]:
-    dirs = [Path(d) for d in os.environ.get(ENV, "").split(os.pathsep) if d]
-    dirs.append(REPO_NETNS)
-    return [d for d in dirs if d.is_dir()]
+    return FILES.search_path()
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Entry:
 
     @property
     def module(self) -> ModuleType:
-        return _load(self.path)
+        return FILES.load(self.path)
 
     @property
     def doc(self) -> str:
@@ -59,6 +62,36 @@ class Entry:
         return {k: p.default for k, p in sig.parameters.items()
                 if p.default is not inspect.Parameter.empty}
 
+    def settable(self) -> dict[str, str]:
+        """Options `--set NAME=VALUE` can give, with the kind of value each takes."""
+        sig = inspect.signature(self.module.build)
+        out = {}
+        for name, param in sig.parameters.items():
+            if param.default is inspect.Parameter.empty:
+                continue
+            kind = _option_kind(param)
+            if kind is not None:
+                out[name] = kind
+        return out
+
+    def parse_options(self, pairs: list[str]) -> dict[str, Any]:
+        """`NAME=VALUE` words as build() keyword arguments, typed after each option's default
+        and annotation: booleans as people write them (true/false, yes/no, on/off, 1/0),
+        numbers as numbers (`loss=True` is no percentage), `none` for an optional value.
+        An unknown name is an error listing the valid ones."""
+        kinds = self.settable()
+        out: dict[str, Any] = {}
+        for pair in pairs:
+            name, sep, raw = pair.partition("=")
+            name = name.strip()
+            if not sep or not name.isidentifier():
+                raise BadInput(f"--set wants NAME=VALUE, got {pair!r}")
+            if name not in kinds:
+                valid = ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "none"
+                raise BadInput(f"{self.name} has no option {name!r} (options: {valid})")
+            out[name] = _parse_value(name, raw.strip(), kinds[name])
+        return out
+
     def build(self, **options: Any) -> Topology:
         fn: Callable[..., Topology] = self.module.build
         try:
@@ -74,38 +107,49 @@ class Entry:
         return topo
 
 
-_modules: dict[Path, ModuleType] = {}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
 
 
-def _load(path: Path) -> ModuleType:
-    path = path.resolve()
-    if path not in _modules:
-        modname = f"mptcplab_netns_{path.stem}_{abs(hash(path)) & 0xFFFFFF:x}"
-        spec = importlib.util.spec_from_file_location(modname, path)
-        if spec is None or spec.loader is None:
-            raise BadInput(f"cannot load topology file {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = module
+def _option_kind(param: inspect.Parameter) -> str | None:
+    """'bool', 'int', 'float', 'str' (each maybe '... or none'), or None for what a command
+    line cannot give (a list of middleboxes: use --middlebox)."""
+    ann, default = param.annotation, param.default
+    text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+    text = text.replace("typing.", "")
+    optional = default is None or "None" in text
+    for kind in ("bool", "int", "float", "str"):
+        if default is not None and type(default).__name__ == kind or \
+                default is None and kind in [t.strip() for t in text.split("|")]:
+            return kind + (" or none" if optional else "")
+    if default is None and text in ("", "_empty", "<class 'inspect._empty'>"):
+        return "str or none"
+    return None
+
+
+def _parse_value(name: str, raw: str, kind: str) -> Any:
+    base = kind.split()[0]
+    if kind.endswith("or none") and raw.lower() in ("none", ""):
+        return None
+    low = raw.lower()
+    if base == "bool":
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise BadInput(f"{name}={raw}: say true or false (yes/no, on/off, 1/0)")
+    if base in ("int", "float"):
         try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[modname]
-            raise LabError(f"{path}: {type(exc).__name__}: {exc}") from exc
-        if not callable(getattr(module, "build", None)):
-            raise BadInput(f"{path} defines no build() function")
-        _modules[path] = module
-    return _modules[path]
+            return int(raw) if base == "int" else float(raw)
+        except ValueError:
+            what = "a whole number" if base == "int" else "a number"
+            raise BadInput(f"{name}={raw}: {name} takes {what}") from None
+    return raw
 
 
 def entries() -> dict[str, Entry]:
     """name -> Entry for every catalogue file (earlier directories win)."""
-    found: dict[str, Entry] = {}
-    for d in search_path():
-        for f in sorted(d.glob("*.py")):
-            if f.name.startswith("_"):
-                continue
-            found.setdefault(f.stem.replace("_", "-"), Entry(f.stem.replace("_", "-"), f))
-    return found
+    return {name: Entry(name, path) for name, path in FILES.files().items()}
 
 
 def names() -> list[str]:
@@ -113,17 +157,7 @@ def names() -> list[str]:
 
 
 def entry(name: str) -> Entry:
-    if name.endswith(".py") or os.sep in name:
-        path = Path(name)
-        if not path.is_file():
-            raise BadInput(f"no topology file {name}")
-        return Entry(path.stem.replace("_", "-"), path)
-    found = entries()
-    if name not in found:
-        where = ", ".join(str(d) for d in search_path()) or f"nothing (set {ENV})"
-        raise BadInput(f"unknown topology {name!r} (known: {', '.join(sorted(found)) or 'none'};"
-                       f" searched {where})")
-    return found[name]
+    return Entry(*FILES.find(name))
 
 
 def get(name: str, **options: Any) -> Topology:

@@ -23,17 +23,20 @@ import traceback
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from mptcplab.errors import LabError, MissingTool
-from mptcplab.topo import mib, ns
+from mptcplab import namespaces as ns
+from mptcplab.topo import mib
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+    from mptcplab.capture import LiveCapture
+
     from mptcplab.topo.lab import Lab
     from mptcplab.topo.model import Node
-    from mptcplab.topo.pm_netlink import MptcpPm
+    from mptcplab.pm import PathManager
 
 IPPROTO_MPTCP = 262
 SOL_MPTCP = 284
@@ -117,11 +120,10 @@ class LabHost:
         self.fd = fd
         self._ipr: IPRoute | None = None
         self._ipr_sock: socket.socket | None = None
-        self._pm: MptcpPm | None = None
-        self._pm_sock: socket.socket | None = None
+        self._pm: PathManager | None = None
         self._procs: list[subprocess.Popen[Any]] = []
+        self._captures: list[LiveCapture] = []
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self.spawned = False       # anything ever started here (teardown then sweeps the ns)
 
     def __repr__(self) -> str:
         return f"<LabHost {self.name} netns={self.netns}>"
@@ -163,7 +165,6 @@ class LabHost:
         return res.check() if check else res
 
     def _popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
-        self.spawned = True
         try:
             return ns.run(self.fd, subprocess.Popen, argv, start_new_session=True, **kw)
         except FileNotFoundError:
@@ -201,7 +202,6 @@ class LabHost:
                 _child(fn, args, kwargs, pipes)  # never returns
             return pid
 
-        self.spawned = True
         with self.lab._step():
             pid = ns.run(self.fd, fork_here)
         for _, w in pipes:
@@ -315,31 +315,42 @@ class LabHost:
         return self._ipr
 
     @property
-    def pm(self) -> MptcpPm:
-        """The in-kernel path manager of this namespace (endpoints, limits) over netlink."""
+    def pm(self) -> PathManager:
+        """This node's path manager (mptcplab.pm.PathManager): endpoints and limits of the
+        in-kernel PM, the userspace-PM verbs, events. Closed at teardown."""
         if self._pm is None:
-            from mptcplab.topo.pm_netlink import MptcpPm
+            from mptcplab.pm import PathManager
 
-            self._pm_sock = ns.run(self.fd, socket.socket, socket.AF_NETLINK, socket.SOCK_DGRAM,
-                                   16)  # NETLINK_GENERIC
-            self._pm = MptcpPm(use_socket=self._pm_sock, use_event_loop=self.lab._event_loop())
+            self._pm = PathManager(self.fd)
         return self._pm
 
     def capture(self, iface: str, path: str | os.PathLike[str], filter: str = "",
-                snaplen: int = 0, buffer_kib: int | None = None) -> Capture:
+                snaplen: int = 0, buffer_kib: int | None = None) -> LiveCapture:
         """Capture on `iface` (or "any") to a pcap file with tcpdump; use as a context manager
-        or call .stop(). Returns once tcpdump is listening.
+        or call .stop() (which returns tcpdump's counters; `.packets` is the count). Returns
+        once tcpdump is listening. The filter is one tcpdump expression (never options).
 
         `snaplen` 0 keeps whole packets (up to a 64 KiB GSO segment). tcpdump runs in
         immediate mode, whose ring holds `buffer_kib` / `snaplen` frames: the default buffer
         leaves room for about a thousand."""
-        cap = Capture(self, iface, os.fspath(path), filter, snaplen, buffer_kib)
-        cap.start()
+        from mptcplab.capture import LiveCapture
+
+        cap = LiveCapture(iface, netns_fd=self.fd, path=path, bpf=filter,
+                          snaplen=snaplen or FULL_SNAPLEN, buffer_kib=buffer_kib,
+                          where=f"{self.name}:{iface}")
+        with self.lab._step():
+            cap.start()
+            assert cap.proc is not None
+            self._captures.append(cap)
         return cap
 
     # -- teardown --------------------------------------------------------------------------
 
     def _stop_processes(self) -> None:
+        for cap in self._captures:
+            with contextlib.suppress(Exception):
+                cap.stop()
+        self._captures.clear()
         live = [p for p in self._procs if p.poll() is None]
         for p in live:
             _killpg(p.pid, signal.SIGTERM)
@@ -361,11 +372,11 @@ class LabHost:
         for sock in list(self._sockets):
             with contextlib.suppress(OSError):
                 sock.close()
-        for obj in (self._pm, self._ipr, self._pm_sock, self._ipr_sock):
+        for obj in (self._pm, self._ipr, self._ipr_sock):
             if obj is not None:
                 with contextlib.suppress(Exception):
                     obj.close()
-        self._pm = self._ipr = self._pm_sock = self._ipr_sock = None
+        self._pm = self._ipr = self._ipr_sock = None
 
 
 def sysctl_path(key: str) -> str:
@@ -408,84 +419,3 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 FULL_SNAPLEN = 65600    # a whole GSO super-segment with its headers
-
-
-class Capture:
-    """A tcpdump writing a pcap in a node's namespace."""
-
-    def __init__(self, host: LabHost, iface: str, path: str, filter: str, snaplen: int,
-                 buffer_kib: int | None = None) -> None:
-        snaplen = snaplen or FULL_SNAPLEN
-        self.host, self.iface, self.path, self.filter, self.snaplen = (
-            host, iface, path, filter, snaplen)
-        self.buffer_kib = buffer_kib or max(8192, snaplen)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.packets: int | None = None
-        self.stderr = ""
-
-    def start(self) -> None:
-        if shutil.which("tcpdump") is None:
-            raise MissingTool("tcpdump not found: install the Debian package tcpdump")
-        argv = ["tcpdump", "-i", self.iface, "-w", self.path, "-U", "--immediate-mode", "-n",
-                "-Z", "root", "-s", str(self.snaplen), "-B", str(self.buffer_kib)]
-        if self.filter:
-            argv += shlex.split(self.filter)
-        self.proc = self.host.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert self.proc.stderr is not None
-        fd = self.proc.stderr.fileno()
-        buf = bytearray()
-        deadline = time.monotonic() + 10
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"listening on" not in buf:
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    self.stop()
-                    raise LabError(f"tcpdump on {self.host.name}:{self.iface} did not start")
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self.proc.wait()
-                    raise LabError(f"tcpdump on {self.host.name}:{self.iface} failed: "
-                                   + " | ".join(buf.decode(errors="replace").strip()
-                                                .splitlines()[-2:]))
-                buf += chunk
-        self.stderr = buf.decode(errors="replace")
-
-    def stop(self) -> int | None:
-        """Stop tcpdump (flushing the file); returns the number of packets it captured."""
-        if self.proc is None or self.packets is not None:
-            return self.packets
-        if self.proc.poll() is None:
-            self._settle()
-            _killpg(self.proc.pid, signal.SIGINT)
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            _killpg(self.proc.pid, signal.SIGKILL)
-            _, err = self.proc.communicate()
-        self.stderr += err.decode(errors="replace")
-        for line in self.stderr.splitlines():
-            if line.endswith("packets captured"):
-                self.packets = int(line.split()[0])
-        return self.packets
-
-    def _settle(self, quiet: float = 0.1, limit: float = 2.0) -> None:
-        """Let tcpdump write what the kernel already handed it: on SIGINT it exits without
-        draining its ring, so packets of the last milliseconds would be lost. Waits until the
-        file stops growing for `quiet` seconds (at most `limit`)."""
-        deadline = time.monotonic() + limit
-        size = -1
-        while time.monotonic() < deadline:
-            try:
-                now = os.path.getsize(self.path)
-            except OSError:
-                return
-            if now == size:
-                return
-            size = now
-            time.sleep(quiet)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any, Self
@@ -24,7 +25,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mptcplab.errors import LabError, MissingTool
-from mptcplab.topo import lifecycle, middlebox, ns, pm_netlink, rtnl
+from mptcplab import namespaces as ns
+from mptcplab.pm import netlink as pm_netlink
+from mptcplab.topo import lifecycle, middlebox, rtnl
 from mptcplab.topo.host import LabHost
 from mptcplab.topo.model import Link, NodePlan, Topology, mptcp_sysctl_names
 from mptcplab.topo.naming import new_lab_id, ns_name
@@ -127,8 +130,12 @@ class Lab:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.stop()
+        if isinstance(exc, lifecycle.LabTerminated) and not exc.reported:
+            exc.reported = True
+            print(f"mptcplab: {exc}; lab {self.id} ({self.topology.name}) removed",
+                  file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def _step(self) -> Iterator[None]:
@@ -297,15 +304,11 @@ class Lab:
         node = host.node
         batch = Batch(sock, node.name)
         if node.limits is not None:
-            attrs = []
-            if node.limits.add_addr_accepted is not None:
-                attrs.append(("MPTCP_PM_ATTR_RCV_ADD_ADDRS", node.limits.add_addr_accepted))
-            if node.limits.subflows is not None:
-                attrs.append(("MPTCP_PM_ATTR_SUBFLOWS", node.limits.subflows))
+            attrs = pm_netlink.limits_attrs(node.limits.subflows, node.limits.add_addr_accepted)
             batch.genl(pm_netlink.MPTCP_PM_NAME, pm_netlink.mptcp_pm_msg,
                        pm_netlink.MPTCP_PM_CMD_SET_LIMITS, attrs, "MPTCP limits")
         for ep in node.endpoints:
-            attrs = pm_netlink.endpoint_attrs(
+            attrs = pm_netlink.address_attrs(
                 addr=str(ep.addr), id=ep.id, port=ep.port, flags=ep.flags,
                 ifindex=index[ep.dev] if ep.dev is not None else None)
             batch.genl(pm_netlink.MPTCP_PM_NAME, pm_netlink.mptcp_pm_msg,
@@ -330,15 +333,14 @@ class Lab:
 
         try:
             with self._step():
-                spawned = any(h.spawned for h in self.hosts.values())
                 for h in self.hosts.values():
                     attempt(h._stop_processes)
                 attempt(self._release)
                 names = list(dict.fromkeys(self._created + self._planned))
-                if spawned:
-                    # A spawned command may have left a daemon inside: it would keep the
-                    # namespace (and its veths) alive after the unmount, so stop it.
-                    attempt(lifecycle.remove_namespaces, names)
+                # Whatever runs inside (a daemon a command left, another program's tcpdump
+                # or shell in a lab node) would keep the namespace and its veths alive after
+                # the unmount, out of `clean`'s sight: stop it, whoever started it.
+                attempt(lifecycle.remove_namespaces, names)
                 for n in names:
                     attempt(ns.remove, n)
                 if self._state is not None:

@@ -21,18 +21,22 @@ from typing import Any
 
 from mptcplab import privileges
 from mptcplab.errors import BadInput, LabError
-from mptcplab.topo import ns
+from mptcplab import namespaces as ns
 from mptcplab.topo.naming import PREFIX, STATE_DIR, lab_namespaces, parse_ns_name
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class LabTerminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP while a lab runs: unwinds like Ctrl-C so the lab is torn down."""
+class LabTerminated(KeyboardInterrupt, SystemExit):
+    """SIGTERM or SIGHUP while a lab runs: unwinds like Ctrl-C so the lab is torn down, and
+    (a SystemExit) ends the program with 128 + the signal's number, 143 or 129, without a
+    traceback. Code that stops on KeyboardInterrupt (pytest, the CLI) stops on it too."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"terminated by {signal.Signals(signum).name}")
         self.signum = signum
+        self.code = 128 + signum
+        self.reported = False       # the one line was printed (by the lab that tore down)
 
 
 # -- signals ---------------------------------------------------------------------------------
@@ -276,8 +280,9 @@ class CleanReport:
     kept: list[str] = field(default_factory=list)  # namespaces of live or `topo up` labs
 
 
-def clean(everything: bool = False) -> CleanReport:
-    """Remove what crashed labs left behind (or, with everything=True, every lab namespace).
+def clean(everything: bool = False, labs: list[str] | None = None) -> CleanReport:
+    """Remove what crashed labs left behind (or, with everything=True, every lab namespace);
+    with `labs`, only the namespaces and state files of those lab ids.
 
     Never touches a name without PREFIX; kills only processes inside the removed namespaces.
     """
@@ -287,19 +292,27 @@ def clean(everything: bool = False) -> CleanReport:
     # lab starting between the two reads is seen with its state and kept.
     present = lab_namespaces()
     states = {s.id: s for s in all_states()}
+    if labs is not None:
+        unknown = [i for i in labs if i not in states and
+                   not any((p := parse_ns_name(n)) and p[0] == i for n in present)]
+        if unknown:
+            raise BadInput(f"no lab {', '.join(unknown)} (see `mptcplab topo list`)")
     keep_ids = set() if everything else {
         i for i, s in states.items() if s.detached or s.owner_alive}
     doomed = []
     for name in present:
         parsed = parse_ns_name(name)
+        if labs is not None and (parsed is None or parsed[0] not in labs):
+            continue
         if parsed and parsed[0] in keep_ids:
             report.kept.append(name)
         else:
             doomed.append(name)
     report.namespaces = remove_namespaces(doomed)
-    report.links = _remove_root_links(_root_links())
+    if labs is None:
+        report.links = _remove_root_links(_root_links())
     for lab_id, st in states.items():
-        if lab_id not in keep_ids:
+        if lab_id not in keep_ids and (labs is None or lab_id in labs):
             st.delete()
             report.states.append(lab_id)
     return report

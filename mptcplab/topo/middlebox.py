@@ -39,6 +39,17 @@ class Middlebox:
     def rules(self, node: Node) -> list[tuple[str, str]]:
         raise NotImplementedError
 
+    def __str__(self) -> str:
+        """Its --middlebox form where it has one (strip:syn-ack), else its repr."""
+        kind, arg = _KIND_OF.get(type(self), ("", None))
+        if not kind:
+            return repr(self)
+        value = getattr(self, arg) if arg else None
+        text = kind if value in (None, "") else f"{kind}:{value}"
+        extra = [f"{f}={getattr(self, f)}" for f in ("dport", "sport", "echo", "hook")
+                 if getattr(self, f, None) is not None]
+        return text + (f"({', '.join(extra)})" if extra else "")
+
     def check(self, node: Node, ifnames: set[str]) -> None:
         if self.hook is not None and self.hook not in HOOKS:
             raise BadInput(f"{node.name}: {self}: hook {self.hook!r} not one of "
@@ -108,6 +119,11 @@ class DropMptcpSubtype(Middlebox):
 
     def check(self, node: Node, ifnames: set[str]) -> None:
         super().check(node, ifnames)
+        if not isinstance(self.subtype, (str, int)) or isinstance(self.subtype, bool):
+            raise BadInput(f"{node.name}: MPTCP subtype {self.subtype!r} is neither a name "
+                           f"({', '.join(SUBTYPES)}) nor a number")
+        if self.echo is not None and not isinstance(self.echo, bool):
+            raise BadInput(f"{node.name}: echo={self.echo!r} must be True, False or None")
         if isinstance(self.subtype, str) and self.subtype not in SUBTYPES:
             raise BadInput(f"{node.name}: unknown MPTCP subtype {self.subtype!r} "
                            f"(one of {', '.join(SUBTYPES)})")
@@ -148,10 +164,13 @@ class CorruptPayload(Middlebox):
 
     def check(self, node: Node, ifnames: set[str]) -> None:
         super().check(node, ifnames)
-        if not 1 <= self.nth < 1_000_000_000:
-            raise BadInput(f"{node.name}: CorruptPayload nth={self.nth} must be >= 1")
-        if not 0 <= self.offset < 65536 or not 0 <= self.value <= 255:
-            raise BadInput(f"{node.name}: CorruptPayload offset/value out of range")
+        # Every value lands in an nft ruleset: only whole numbers in range get there.
+        _whole(node, "CorruptPayload nth", self.nth, 1, 999_999_999)
+        _whole(node, "CorruptPayload offset", self.offset, 0, 65535)
+        _whole(node, "CorruptPayload value", self.value, 0, 255)
+        for what, port in (("dport", self.dport), ("sport", self.sport)):
+            if port is not None:
+                _whole(node, f"CorruptPayload {what}", port, 1, 65535)
 
     def rules(self, node: Node) -> list[tuple[str, str]]:
         bits = self.offset * 8
@@ -181,6 +200,65 @@ class Nat(Middlebox):
 
     def rules(self, node: Node) -> list[tuple[str, str]]:
         return [("nat-postrouting", f'oifname "{self.out}" counter masquerade')]
+
+
+def _whole(node: Node, what: str, value: object, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise BadInput(f"{node.name}: {what}={value!r} must be a whole number from {lo} "
+                       f"to {hi}")
+
+
+# The command line's names for the boxes: `--middlebox NODE:KIND[:ARG]`.
+KINDS: dict[str, tuple[str, str]] = {
+    # kind: (what the argument is, what the box does)
+    "drop-mp-capable-syn": ("", "drop SYNs carrying MP_CAPABLE (fallback after retries)"),
+    "strip": ("all|syn-ack|non-syn (default all)", "overwrite option 30 with NOPs"),
+    "drop-subtype": ("SUBTYPE: " + "|".join(SUBTYPES), "drop segments of that MPTCP subtype"),
+    "corrupt": ("N: the Nth data segment (default 1)",
+                "change one payload byte, TCP checksum fixed (DSS checksums notice)"),
+    "nat": ("IFACE: the outgoing interface", "masquerade what leaves by IFACE"),
+}
+
+
+_KIND_OF: dict[type, tuple[str, str | None]] = {
+    DropMpCapableSyn: ("drop-mp-capable-syn", None), StripMptcpOption: ("strip", "segments"),
+    DropMptcpSubtype: ("drop-subtype", "subtype"), CorruptPayload: ("corrupt", "nth"),
+    Nat: ("nat", "out"),
+}
+
+
+def from_spec(spec: str) -> tuple[str, Middlebox]:
+    """`NODE:KIND[:ARG]` -> (node, box), e.g. `router:strip:syn-ack`, `router:corrupt:70`."""
+    node, _, rest = spec.partition(":")
+    kind, _, arg = rest.partition(":")
+    kind = kind.strip().lower()
+    if not node or not kind:
+        raise BadInput(f"--middlebox wants NODE:KIND[:ARG], got {spec!r} (kinds: "
+                       f"{', '.join(KINDS)})")
+    if kind not in KINDS:
+        raise BadInput(f"--middlebox {spec}: no middlebox kind {kind!r} (kinds: "
+                       f"{', '.join(KINDS)})")
+    box: Middlebox
+    if kind == "drop-mp-capable-syn":
+        if arg:
+            raise BadInput(f"--middlebox {spec}: {kind} takes no argument")
+        box = DropMpCapableSyn()
+    elif kind == "strip":
+        box = StripMptcpOption(arg or "all")
+    elif kind == "drop-subtype":
+        if not arg:
+            raise BadInput(f"--middlebox {spec}: say which subtype ({', '.join(SUBTYPES)})")
+        box = DropMptcpSubtype(int(arg) if arg.isdigit() else arg.lower())
+    elif kind == "corrupt":
+        if arg and not arg.isdigit():
+            raise BadInput(f"--middlebox {spec}: the argument of corrupt is N, the Nth data "
+                           "segment")
+        box = CorruptPayload(nth=int(arg or 1))
+    else:
+        if not arg:
+            raise BadInput(f"--middlebox {spec}: say which interface NAT leaves by")
+        box = Nat(out=arg)
+    return node, box
 
 
 def render(node: Node, loss: dict[str, float] | None = None) -> str:

@@ -26,10 +26,11 @@ IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MPTCP_SYSCTL_DIR = "/proc/sys/net/mptcp"
-ENDPOINT_FLAGS = ("signal", "subflow", "backup", "fullmesh")
+ENDPOINT_FLAGS = ("signal", "subflow", "backup", "fullmesh", "laminar")
 POLICY_TABLE_BASE = 100      # table 101, 102, ... : one per link of a multihomed host
 POLICY_PREF_BASE = 1000      # rule priorities, well before main (32766)
 
+TBF_MAX_BYTES_PER_S = 2**32 - 1   # tc_tbf_qopt's rate is a u32 of bytes per second
 _RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9,
                "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -39,7 +40,9 @@ def parse_rate(value: str | float | None) -> int | None:
     """'100mbit' -> 100_000_000 bit/s (tc's units: mbit is bits, mbps is bytes)."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        raise BadInput(f"bad rate {value!r}: use e.g. '100mbit', '500kbit', '1gbit'")
+    if isinstance(value, (int, float)):
         rate = int(value)
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
@@ -47,8 +50,12 @@ def parse_rate(value: str | float | None) -> int | None:
         if not m or unit not in _RATE_UNITS:
             raise BadInput(f"bad rate {value!r}: use e.g. '100mbit', '500kbit', '1gbit'")
         rate = int(float(m.group(1)) * _RATE_UNITS[unit])
-    if rate <= 0:
-        raise BadInput(f"bad rate {value!r}: must be positive")
+    if rate < 8:
+        raise BadInput(f"bad rate {value!r}: must be at least 8bit (one byte a second)")
+    if rate // 8 > TBF_MAX_BYTES_PER_S:
+        raise BadInput(f"rate {value!r} is more than tbf can shape here "
+                       f"({TBF_MAX_BYTES_PER_S * 8 / 1e9:.1f} Gbit/s, 2^32-1 bytes/s); leave "
+                       "rate unset for an unshaped link")
     return rate
 
 
@@ -115,7 +122,7 @@ class Node:
 
     def endpoint(self, addr: str, *flags: str, id: int | None = None, port: int | None = None,
                  dev: str | None = None) -> Node:
-        """Declare an MPTCP endpoint; flags among signal, subflow, backup, fullmesh."""
+        """Declare an MPTCP endpoint; flags among signal, subflow, backup, fullmesh, laminar."""
         try:
             ip = ipaddress.ip_address(addr)
         except ValueError:
@@ -399,9 +406,14 @@ class Topology:
             for mb in node.middleboxes:
                 mb.check(node, ifnames)
         for ln in self.links:
-            if ln.mtu is not None and (not isinstance(ln.mtu, int) or not 68 <= ln.mtu <= 65535):
+            if ln.mtu is not None and (not isinstance(ln.mtu, int) or isinstance(ln.mtu, bool)
+                                       or not 68 <= ln.mtu <= 65535):
                 raise BadInput(f"link {ln.a}-{ln.b}: mtu {ln.mtu!r} is not a whole number "
                                "from 68 to 65535")
+            if ln.mtu is not None and ln.mtu < 1280 and ln.v6 is not None:
+                raise BadInput(f"link {ln.a}-{ln.b}: mtu {ln.mtu} is below the 1280 bytes IPv6 "
+                               "needs (RFC 8200), and this link has IPv6 addresses: use an MTU "
+                               "of 1280 or more")
 
     # -- plan --------------------------------------------------------------------------------
 

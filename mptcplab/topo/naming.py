@@ -11,8 +11,9 @@ import re
 import secrets
 import string
 
+from mptcplab.namespaces import NETNS_DIR
+
 PREFIX = "mptl-"                 # namespaces and any root-namespace link the lab creates
-NETNS_DIR = "/run/netns"         # where iproute2 and pyroute2 look for named namespaces
 STATE_DIR = "/run/mptcplab"      # one JSON file per lab: owner pid, namespaces (for clean)
 IFNAMSIZ = 15                    # longest Linux interface name (IFNAMSIZ - 1)
 

@@ -16,9 +16,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mptcplab.topo.naming import NETNS_DIR
 
 T = TypeVar("T")
+
+NETNS_DIR = "/run/netns"         # where iproute2 and pyroute2 look for named namespaces
 
 CLONE_NEWNET = 0x40000000
 MS_REC = 0x4000
@@ -167,3 +168,66 @@ def pids_in(names: Iterable[str]) -> dict[int, str]:
         if name is not None:
             found[int(entry)] = name
     return found
+
+
+# -- helper processes tied to this one -------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1
+_spawner: Any = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn_thread() -> Any:
+    """One long-lived thread that forks every tied helper. PR_SET_PDEATHSIG fires when the
+    *thread* that forked the child ends, so helpers must not be forked by short-lived
+    threads (ns.run's workers) or they would die at once."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            import queue
+
+            jobs: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event]] \
+                = queue.SimpleQueue()
+
+            def loop() -> None:
+                while True:
+                    fn, box, done = jobs.get()
+                    try:
+                        box["value"] = fn()
+                    except BaseException as exc:   # handed back to the caller
+                        box["error"] = exc
+                    done.set()
+
+            threading.Thread(target=loop, name="mptcplab-spawner", daemon=True).start()
+            _spawner = jobs
+    return _spawner
+
+
+def popen_tied(argv: list[str], netns_fd: int | None = None, **popen_kwargs: Any) -> Any:
+    """subprocess.Popen(argv) in the namespace open at `netns_fd` (None: this process's),
+    in a session of its own (a Ctrl-C reaches only us, we stop it by PID), and killed by the
+    kernel if this process dies, SIGKILL included (PR_SET_PDEATHSIG): a helper such as tcpdump
+    never outlives the lab command that started it, nor holds a namespace alive after it."""
+    import signal
+    import subprocess
+
+    parent = os.getpid()
+
+    def in_child() -> None:
+        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:          # the parent died before the prctl
+            os._exit(126)
+        if netns_fd is not None and _libc.setns(netns_fd, CLONE_NEWNET) != 0:
+            os._exit(125)
+
+    popen_kwargs.setdefault("start_new_session", True)
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    _spawn_thread().put((lambda: subprocess.Popen(argv, preexec_fn=in_child, **popen_kwargs),
+                         box, done))
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
