@@ -100,6 +100,20 @@ def test_two_cases_on_debian_6_12_beside_the_host(tmp_path):
                           env=_env(), capture_output=True, text=True, timeout=120).stdout
     assert "n/a [1]" in text and "[1] 6.12: this kernel has no sysctl " \
         "net.mptcp.syn_retrans_before_tcp_fallback" in text
+    # the requirement table gains a column per kernel (the cases' @covers travel in the files)
+    req = subprocess.run([sys.executable, "-m", "mptcplab.cli", "cases", "--merge",
+                          str(out / "host.json"), str(out / "6.12.xml"), "--requirements",
+                          str(out / "req.md"), "--json"], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert req.returncode == 0, req.stderr
+    by_id = {r["id"]: r["results"] for r in json.loads(req.stdout)["requirements"]}
+    assert by_id["3.1-syn-fallback"]["host"]["result"] == "pass"
+    assert by_id["3.1-syn-fallback"]["6.12"] == {
+        "result": "not available",
+        "detail": "this kernel has no sysctl net.mptcp.syn_retrans_before_tcp_fallback"}
+    assert by_id["3.4-add-addr-hmac"]["host"]["result"] == "pass"
+    assert by_id["3.4-add-addr-hmac"]["6.12"]["result"] == "pass"
+    assert "| 3.1-syn-fallback | 3.1 | MAY |" in (out / "req.md").read_text()
     # nothing left behind
     assert _ours(str(out)) == []
     assert _shares() <= before

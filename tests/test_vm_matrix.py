@@ -68,8 +68,9 @@ def _sample_run(tmp_path: Path, *, strict: bool, xdist: bool) -> Path:
     """Run SAMPLE with a copy of the real cases/conftest.py and support.py; its JUnit XML."""
     cases = tmp_path / "cases"
     cases.mkdir()
-    for name in ("conftest.py", "support.py"):
-        shutil.copy(ROOT / "cases" / name, cases / name)
+    for src in (ROOT / "cases").glob("*.py"):      # conftest, support and what they import
+        if not src.name.startswith("test_"):
+            shutil.copy(src, cases / src.name)
     (cases / "test_sample.py").write_text(textwrap.dedent(SAMPLE))
     xml = tmp_path / "out.xml"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPTCPLAB_STRICT": "1" if strict else "0",
@@ -145,7 +146,8 @@ def _write(path: Path, run: matrix.KernelResults) -> Path:
 def test_merge_builds_columns_per_kernel_and_one_column_per_shard(tmp_path):
     a = matrix.KernelResults("6.12", "6.12.117+deb12-amd64", accel="tcg", cases=[
         matrix.CaseResult("test_a.py::test_x", "3.1", "pass", "", 1.0),
-        matrix.CaseResult("test_a.py::test_y", "3.2", "unavailable", "this kernel has no z")])
+        matrix.CaseResult("test_a.py::test_y", "3.2", "unavailable", "this kernel has no z",
+                          covers=["3.1-syn-fallback"])])
     b = matrix.KernelResults("host", "6.18.44", accel="native", cases=[
         matrix.CaseResult("test_a.py::test_x", "3.1", "fail", "boom", 2.0)])
     b2 = matrix.KernelResults("host", "6.18.44", accel="native", cases=[
@@ -163,6 +165,12 @@ def test_merge_builds_columns_per_kernel_and_one_column_per_shard(tmp_path):
     assert rows["test_a.py::test_y"]["results"]["host"]["result"] == "pass"   # the 2nd shard
     assert rows["test_a.py::test_x"]["results"]["host (6.1.0-57-amd64)"]["result"] == "not run"
     assert m.failed()
+    # the requirement table: one column per kernel, judged from that kernel's covering cases
+    reqs, verdicts = matrix.requirement_verdicts(m)
+    i = [r.id for r in reqs].index("3.1-syn-fallback")
+    assert verdicts["6.12"][i] == ("not available", "this kernel has no z")
+    assert verdicts["host"][i] == ("pass", "")           # the covers came from the 6.12 file
+    assert verdicts["host (6.1.0-57-amd64)"][i] == ("pass", "")
     # the matrix's own JSON merges back to the same matrix
     (tmp_path / "m.json").write_text(json.dumps(d))
     again = matrix.build(matrix.merge([tmp_path / "m.json"])).as_dict()

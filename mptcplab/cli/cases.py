@@ -39,7 +39,23 @@ def _cases(args: argparse.Namespace) -> int:
         jobs = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.cpus))
         runs += matrix.run_matrix(args.kernel, opts, jobs=jobs, log=_say)
     m = matrix.build(runs)
-    if args.json:
+    if args.requirements:
+        from mptcplab.report.matrix import requirements_markdown, requirements_text
+
+        reqs, verdicts = matrix.requirement_verdicts(m)
+        releases = {k.label: k.release for k in m.kernels}
+        if args.requirements != "-":
+            Path(args.requirements).write_text(requirements_markdown(reqs, verdicts, releases))
+            _say(f"requirement table written to {args.requirements}")
+        if args.json:
+            print(json.dumps({**m.as_dict(), "requirements": [
+                {"id": r.id, "section": r.section, "level": r.level,
+                 "results": {label: {"result": v[i][0], "detail": v[i][1]}
+                             for label, v in verdicts.items()}}
+                for i, r in enumerate(reqs)]}, indent=1))
+        else:
+            print(requirements_text(reqs, verdicts, releases))
+    elif args.json:
         print(json.dumps(m.as_dict(), indent=1))
     else:
         print(matrix_text(m))
@@ -73,6 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="results files to add: the .json or .xml a run left, or a matrix "
                         "--json; merged with the kernels run now, if any")
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    p.add_argument("--requirements", nargs="?", const="-", metavar="FILE",
+                   help="print the RFC 8684 requirement table instead, one result column per "
+                        "kernel (cases/requirements.py x the cases' @covers); with FILE, "
+                        "also write it there as Markdown")
     p.add_argument("--out", type=Path, default=Path("cases-results"), metavar="DIR",
                    help="where each kernel's JUnit XML, JSON, log and artifacts go "
                         "(default ./cases-results)")

@@ -54,6 +54,7 @@ class CaseResult:
     result: str                 # one of RESULTS
     reason: str = ""            # for unavailable / skipped / fail / deviation
     seconds: float = 0.0
+    covers: list[str] = field(default_factory=list)   # its @covers(...) requirement ids
 
 
 @dataclass
@@ -87,7 +88,8 @@ class KernelResults:
     def from_dict(cls, d: dict[str, Any]) -> KernelResults:
         cases = [CaseResult(**{k: c.get(k, v) for k, v in
                                (("case", ""), ("rfc", ""), ("result", "not run"),
-                                ("reason", ""), ("seconds", 0.0))}) for c in d.get("cases", [])]
+                                ("reason", ""), ("seconds", 0.0), ("covers", []))})
+                 for c in d.get("cases", [])]
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "cases"}
         return cls(**fields, cases=cases)
 
@@ -156,7 +158,8 @@ def parse_junit(path: Path, *, label: str = "") -> list[KernelResults]:
         run = runs.setdefault((name, release), KernelResults(name, release, junit=str(path)))
         result, reason = classify(tc)
         case = CaseResult(_case_name(tc, props), props.get("rfc8684_section", ""), result,
-                          reason, float(tc.get("time") or 0.0))
+                          reason, float(tc.get("time") or 0.0),
+                          props.get("rfc8684_requirements", "").split())
         _add(run, case)
     return list(runs.values())
 
@@ -166,7 +169,7 @@ def _add(run: KernelResults, case: CaseResult) -> None:
         if old.case == case.case:
             worse = case if _RANK[case.result] > _RANK[old.result] else old
             run.cases[i] = CaseResult(case.case, old.rfc or case.rfc, worse.result, worse.reason,
-                                      old.seconds + case.seconds)
+                                      old.seconds + case.seconds, old.covers or case.covers)
             return
     run.cases.append(case)
 
@@ -220,7 +223,9 @@ class Matrix:
                 results[k.label] = {"result": c.result, "reason": c.reason,
                                     "seconds": round(c.seconds, 3)} if c else \
                     {"result": "not run", "reason": k.error, "seconds": 0.0}
-            cases.append({"case": case, "rfc": rfc, "results": results})
+            covers = next((c.covers for k in self.kernels for c in k.cases
+                           if c.case == case and c.covers), [])
+            cases.append({"case": case, "rfc": rfc, "covers": covers, "results": results})
         return {"format": "mptcplab-cases-matrix/1", "kernels": kern, "cases": cases}
 
 
@@ -233,7 +238,8 @@ def matrix_from_dict(d: dict[str, Any]) -> list[KernelResults]:
             r = c.get("results", {}).get(run.label)
             if r and r.get("result") != "not run":
                 run.cases.append(CaseResult(c["case"], c.get("rfc", ""), r["result"],
-                                            r.get("reason", ""), r.get("seconds", 0.0)))
+                                            r.get("reason", ""), r.get("seconds", 0.0),
+                                            list(c.get("covers", []))))
         out.append(run)
     return out
 
@@ -425,3 +431,43 @@ def run_matrix(specs: Sequence[str], opts: RunOptions, *, jobs: int = 1,
         lifecycle.release_termination()
     pool.shutdown(wait=True)
     return [done[k.label] if isinstance(k, Kernel) else k for k in resolved]
+
+
+# -- the requirement table, one column per kernel ---------------------------------------------
+
+# conftest's words for a result, which cases/conformance.py reads
+_CONFTEST_WORDS = {"pass": "passed", "fail": "FAILED", "deviation": "kernel deviation",
+                   "unavailable": UNAVAILABLE, "skipped": "skipped"}
+
+
+@dataclass
+class _Row:                 # what cases/conformance.py's verdicts() reads of a summary row
+    case: str
+    covers: tuple[str, ...]
+    result: str
+    reason: str
+
+
+def requirement_verdicts(m: Matrix) -> tuple[list[Any], dict[str, list[tuple[str, str]]]]:
+    """(requirements, {kernel label: [(word, detail) per requirement]}): cases/conformance.py's
+    verdict for each requirement of cases/requirements.py, computed per kernel from the cases
+    that kernel ran (their @covers travel in the JUnit/JSON files)."""
+    cases_dir = checkout_root() / "cases"
+    if str(cases_dir) not in sys.path:
+        sys.path.insert(0, str(cases_dir))
+    try:
+        import conformance
+        import requirements
+    except ImportError as exc:
+        raise LabError(f"no requirement catalogue in {cases_dir} ({exc})") from None
+    # A case covers the same requirements on every kernel; a file without them (bare JUnit
+    # from elsewhere) borrows them from the others.
+    covers_of = {c.case: tuple(c.covers) for k in m.kernels for c in k.cases if c.covers}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for k in m.kernels:
+        rows = [_Row(c.case, tuple(c.covers) or covers_of.get(c.case, ()),
+                     _CONFTEST_WORDS[c.result]
+                     + (f": {c.reason}" if c.result in ("unavailable", "skipped") else ""),
+                     c.reason) for c in k.cases]
+        out[k.label] = [(word, detail) for _, _, word, detail in conformance.verdicts(rows)]
+    return list(requirements.REQUIREMENTS), out
