@@ -15,6 +15,8 @@ from typing import Any
 
 from requirements import REQUIREMENTS, Requirement
 
+UNAVAILABLE = "not available on this kernel"      # support.UNAVAILABLE (no pytest import here)
+
 
 def _short_case(name: str) -> str:
     return name.split("::", 1)[-1]
@@ -48,14 +50,14 @@ def verdicts(rows: Iterable[Any]) -> list[tuple[Requirement, list[Any], str, str
         failed = [r for r in covering if r.result.startswith("FAILED")]
         deviations = [r for r in covering if r.result == "kernel deviation"
                       or "intermittent" in r.result]
-        ran = [r for r in covering if not r.result.startswith("skipped")]
+        ran = [r for r in covering if not r.result.startswith(("skipped", UNAVAILABLE))]
         if failed:
             out.append((req, covering, "FAILED", ", ".join(_short_case(r.case) for r in failed)))
         elif deviations:
             out.append((req, covering, "deviation", " / ".join(r.reason for r in deviations)))
         elif not ran:
             out.append((req, covering, "not available", covering[0].reason.removeprefix(
-                "Skipped: ")))
+                "Skipped: ").removeprefix(UNAVAILABLE + ": ")))
         else:
             out.append((req, covering, "pass", ""))
     return out

@@ -4,7 +4,9 @@ kernel traffic in `mptcplab.traffic` (connect, transfer, pattern), what a captur
 `mptcplab.facts` (find_options, mptcp_keys, data_ranges, checksum_report).
 
     needs(*features)                    mark: skip with the reason when a feature is missing
-                                        ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
+                                        ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole");
+                                        a kernel's is "not available on this kernel: ..."
+    unavailable(reason)                 the same from inside a case
     expect_counters(host, before, **n)  delta since `before` must equal n; says what else moved
     wait_for(predicate, what=, timeout=)          poll with a deadline; fail saying what is missing
     wait_counter(host, before, name, at_least=)   ... until a counter delta reaches a value
@@ -50,10 +52,33 @@ RFC_RE = re.compile(r"RFC\s*8684,?\s*(?:§\s*|section\s+|sec\.\s*)?(\d+(?:\.\d+)
 
 # -- features ------------------------------------------------------------------------------
 
+UNAVAILABLE = "not available on this kernel"   # how a missing kernel feature's skip begins
+
+
+def kernel_feature(feature: str) -> bool:
+    """Is `feature` something the kernel has or lacks (a sysctl, a MIB counter, netem), as
+    opposed to something this machine lacks (root, a tool)? A missing kernel feature is a fact
+    about that kernel, reported as "not available on this kernel", never a failure; a missing
+    tool is a broken machine, which MPTCPLAB_STRICT=1 fails."""
+    return feature.startswith("net.") or feature == "netem" \
+        or bool(re.match(r"^(MPTcpExt|TcpExt|IpExt|Tcp|Ip)[A-Z]", feature))
+
+
+def unavailable(reason: str) -> None:
+    """Skip the running case because the kernel lacks something (probed, never a version
+    check): `unavailable("this kernel has no ...")`. Stays a skip under MPTCPLAB_STRICT=1."""
+    pytest.skip(f"{UNAVAILABLE}: {reason}")
+
+
 def probe(feature: str) -> str | None:
     """Why `feature` is missing here, or None when it is present. Probes, never versions:
     a tool on PATH ("nft"), a sysctl ("net.mptcp.blackhole_timeout", read in this process's
-    namespace: every new namespace has the same set), a MIB counter ("MPTcpExtBlackhole")."""
+    namespace: every new namespace has the same set), a MIB counter ("MPTcpExtBlackhole"),
+    "netem" (the delay qdisc, which the kernel loads on demand where it is a module)."""
+    if feature == "netem":
+        from mptcplab.topo import netem_available
+
+        return None if netem_available() else "this kernel has no netem qdisc (sch_netem)"
     if feature == "root":
         return None if os.geteuid() == 0 else "needs root: the cases build network namespaces"
     if feature.startswith("net."):
@@ -131,11 +156,12 @@ def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 10.0,
 
 
 def _skip_missing(counters: Counters, names: Any) -> None:
-    """A counter this kernel does not have makes the case "not available" (a skip, a failure
-    under MPTCPLAB_STRICT=1), like a missing `needs(...)` feature, rather than a KeyError."""
+    """A counter this kernel does not have makes the case "not available on this kernel"
+    (it cannot judge; a skip also under MPTCPLAB_STRICT=1), like a missing `needs(...)`
+    kernel feature, rather than a KeyError; it never reads as 0."""
     missing = [n for n in names if n not in counters]
     if missing:
-        pytest.skip("; ".join(f"this kernel has no MIB counter {n}" for n in missing))
+        unavailable("; ".join(f"this kernel has no MIB counter {n}" for n in missing))
 
 
 def wait_counter(host: LabHost, before: Counters, name: str, *, at_least: int = 1,
@@ -390,7 +416,10 @@ def peer_lab(case: Case, *, kernel_mptcp: dict[str, object] | None = None,
 
     topo = Topology("peer-case")
     client = topo.host("client")
-    server = topo.host("server", mptcp={"blackhole_timeout": 0, **(kernel_mptcp or {})})
+    # blackhole_timeout=0 keeps one fallback from turning MPTCP off; kernels without the
+    # blackhole (6.1) have no such sysctl and need none.
+    quiet = {"blackhole_timeout": 0} if probe("net.mptcp.blackhole_timeout") is None else {}
+    server = topo.host("server", mptcp={**quiet, **(kernel_mptcp or {})})
     server.set_limits(subflows=subflows, add_addr_accepted=add_addr_accepted)
     topo.link(client, server, v4="10.0.1.0/24", v6="dead:beef:1::/64")
     topo.link(client, server, v4="10.0.2.0/24", v6="dead:beef:2::/64")
@@ -435,4 +464,5 @@ __all__ = [
     "FULL", "HEADERS", "KERNEL_V4", "KERNEL_V6", "PEER_PORT", "PEER_V4", "PEER_V6", "PORT",
     "Case", "Pcap", "PeerLab", "covers", "describe_capture", "expect_counters", "needs",
     "peer_lab", "probe", "read_for", "rfc_section", "strict", "wait_counter", "wait_for",
+    "UNAVAILABLE", "kernel_feature", "unavailable",
 ]

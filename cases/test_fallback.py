@@ -56,7 +56,8 @@ def test_syn_retries_then_tcp_then_blackhole(case, retries):
 
 
 @pytest.mark.slow
-@needs("net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
+@needs("net.mptcp.syn_retrans_before_tcp_fallback", "net.mptcp.blackhole_timeout",
+       "MPTcpExtBlackhole")
 @covers("3.1-syn-fallback")
 def test_no_blackhole_timeout_means_mptcp_is_tried_again(case):
     """blackhole_timeout=0: a connection that fell back does not turn MPTCP off, the next one

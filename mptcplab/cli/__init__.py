@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from mptcplab.errors import ExitStatus, LabError
 
-COMMANDS = ("demo", "pictures", "decode", "sniff", "topo", "pm", "nc")
+COMMANDS = ("demo", "pictures", "decode", "sniff", "topo", "pm", "nc", "cases", "vm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,7 +55,8 @@ ROUTER_SYSCTLS = {
 TBF_LATENCY = "50ms"
 TBF_MIN_BURST = 64 * 1024           # one full GSO segment: tbf would split larger ones
 NETEM_MISSING = ("link delay/jitter needs the netem qdisc (sch_netem), which this kernel lacks; "
-                 "the lab has no userspace delay element yet: drop delay= (rate= and loss= work)")
+                 "drop delay= (rate= and loss= work), or run on a kernel that has it in a VM: "
+                 "mptcplab vm run --kernel 6.12 -- COMMAND")
 
 _running: weakref.WeakSet[Lab] = weakref.WeakSet()
 _netem: bool | None = None
