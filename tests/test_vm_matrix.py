@@ -25,6 +25,11 @@ SAMPLE = '''
 import pytest
 from support import needs, unavailable
 
+# A counter a newer kernel has and this one lacks (mptcplab.topo.mib_names lists those the lab
+# knows; a name in no kernel is a typo, see test_misspells_a_counter).
+import mptcplab.topo.mib_names as names
+names.MPTCP_COUNTERS = names.MPTCP_COUNTERS | {"NoSuchCounterHere"}
+
 def test_passes():
     """RFC 8684 §3.1."""
 
@@ -61,6 +66,11 @@ def test_deviation_gone():
 def test_fails():
     """RFC 8684 §3.8."""
     assert 1 == 2, "server MPTcpExtMPJoinSynRx: expected 1, got 0"
+
+def test_misspells_a_counter():
+    """RFC 8684 §3.9."""
+    from mptcplab.topo.mib import Counters
+    Counters({"MPTcpExtMPJoinSynRx": 1}, "server")["MPTcpExtMPJoinSynRxx"]
 '''
 
 
@@ -95,7 +105,8 @@ def test_junit_cells_from_the_real_conftest(tmp_path, strict):
     assert set(cells) == {f"test_sample.py::{n}" for n in (
         "test_passes", "test_needs_a_sysctl", "test_needs_a_counter",
         "test_says_unavailable_itself", "test_needs_a_tool", "test_deviation",
-        "test_deviation_gone", "test_fails", "test_reads_a_counter_the_kernel_lacks")}
+        "test_deviation_gone", "test_fails", "test_reads_a_counter_the_kernel_lacks",
+        "test_misspells_a_counter")}
 
     def cell(name: str) -> tuple[str, str]:
         c = cells[f"test_sample.py::{name}"]
@@ -121,6 +132,9 @@ def test_junit_cells_from_the_real_conftest(tmp_path, strict):
     assert "XPASS" in cell("test_deviation_gone")[1]
     result, reason = cell("test_fails")
     assert result == "fail" and "expected 1, got 0" in reason
+    # a counter no kernel has is a typo in the case, never "not available"
+    result, reason = cell("test_misspells_a_counter")
+    assert result == "fail" and "MPTcpExtMPJoinSynRxx" in reason
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="the cases' conftest needs root for every case")
@@ -135,7 +149,7 @@ def test_summary_counts_unavailable_apart(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300).stdout
     assert "test_sample.py::test_needs_a_sysctl" in out
     assert "4 not available on this kernel" in out
-    assert "3 failed" in out        # the tool (strict), the XPASS, the assertion
+    assert "4 failed" in out        # the tool (strict), the XPASS, the assertion, the typo
 
 
 def _write(path: Path, run: matrix.KernelResults) -> Path:
