@@ -4,12 +4,17 @@ kernel traffic in `mptcplab.traffic` (connect, transfer, pattern), what a captur
 `mptcplab.facts` (find_options, mptcp_keys, data_ranges, checksum_report).
 
     needs(*features)                    mark: skip with the reason when a feature is missing
-                                        ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
+                                        ("nft", "net.mptcp.blackhole_timeout", "MPTcpExtBlackhole");
+                                        a kernel's is "not available on this kernel: ..."
+    unavailable(reason)                 the same from inside a case
     expect_counters(host, before, **n)  delta since `before` must equal n; says what else moved
     wait_for(predicate, what=, timeout=)          poll with a deadline; fail saying what is missing
     wait_counter(host, before, name, at_least=)   ... until a counter delta reaches a value
     the `case` fixture (conftest.py): case.capture(host, iface) -> Pcap, in the case's artifacts
     Pcap.segments() / .options(subtype) / .wait_for(...) / .mark()  decoded capture
+    peer_lab(case, ...) -> PeerLab      the Scapy peer ("client") facing the kernel ("server"),
+                                        with a capture, counters and the peer's view as evidence
+    covers("3.1-syn-v2", ...)           mark: the requirements (cases/requirements.py) a case checks
 
 A case's RFC 8684 section goes in its docstring ("RFC 8684 §3.7"); the summary table and the
 JUnit XML read it from there. Set MPTCPLAB_STRICT=1 to make every skip a failure (CI).
@@ -20,10 +25,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +40,7 @@ from mptcplab.capture import LiveCapture
 from mptcplab.decode import Segment, decode_file
 from mptcplab.facts import find_options
 from mptcplab.report.lines import segment_line
-from mptcplab.topo import Counters, LabHost
+from mptcplab.topo import IPPROTO_MPTCP, Counters, LabHost
 
 STRICT_ENV = "MPTCPLAB_STRICT"
 ARTIFACTS_ENV = "MPTCPLAB_ARTIFACTS"
@@ -45,10 +52,49 @@ RFC_RE = re.compile(r"RFC\s*8684,?\s*(?:§\s*|section\s+|sec\.\s*)?(\d+(?:\.\d+)
 
 # -- features ------------------------------------------------------------------------------
 
+UNAVAILABLE = "not available on this kernel"   # how a missing kernel feature's skip begins
+
+
+def kernel_feature(feature: str) -> bool:
+    """Is `feature` something the kernel has or lacks (a sysctl, a MIB counter, netem), as
+    opposed to something this machine lacks (root, a tool)? A missing kernel feature is a fact
+    about that kernel, reported as "not available on this kernel", never a failure; a missing
+    tool is a broken machine, which MPTCPLAB_STRICT=1 fails."""
+    if feature.startswith("MPTcpExt"):
+        return known_counter(feature)
+    return feature.startswith("net.") or feature == "netem" \
+        or bool(re.match(r"^(TcpExt|IpExt|Tcp|Ip)[A-Z]", feature))
+
+
+def known_counter(name: str) -> bool:
+    """Is `name` an MPTcpExt counter some kernel has (the newest the lab knows, or this one)?
+    One that is not is a typo in the case: a failure, never "not available"."""
+    from mptcplab.topo.mib_names import MPTCP_COUNTERS
+
+    if not name.startswith("MPTcpExt"):
+        return True
+    if name[len("MPTcpExt"):] in MPTCP_COUNTERS:
+        return True
+    from mptcplab.topo.mib import read_here
+
+    return name in read_here()
+
+
+def unavailable(reason: str) -> None:
+    """Skip the running case because the kernel lacks something (probed, never a version
+    check): `unavailable("this kernel has no ...")`. Stays a skip under MPTCPLAB_STRICT=1."""
+    pytest.skip(f"{UNAVAILABLE}: {reason}")
+
+
 def probe(feature: str) -> str | None:
     """Why `feature` is missing here, or None when it is present. Probes, never versions:
     a tool on PATH ("nft"), a sysctl ("net.mptcp.blackhole_timeout", read in this process's
-    namespace: every new namespace has the same set), a MIB counter ("MPTcpExtBlackhole")."""
+    namespace: every new namespace has the same set), a MIB counter ("MPTcpExtBlackhole"),
+    "netem" (the delay qdisc, which the kernel loads on demand where it is a module)."""
+    if feature == "netem":
+        from mptcplab.topo import netem_available
+
+        return None if netem_available() else "this kernel has no netem qdisc (sch_netem)"
     if feature == "root":
         return None if os.geteuid() == 0 else "needs root: the cases build network namespaces"
     if feature.startswith("net."):
@@ -66,6 +112,12 @@ def probe(feature: str) -> str | None:
         package = {"nft": "nftables", "ss": "iproute2"}.get(feature, feature)
         return f"{feature} not installed (Debian package {package})"
     return None
+
+
+def covers(*requirements: str) -> pytest.MarkDecorator:
+    """Mark a case with the ids of the RFC 8684 requirements it checks (cases/requirements.py):
+    `pytest cases/ --requirements` builds the conformance table from these marks."""
+    return pytest.mark.covers(*requirements)
 
 
 def needs(*features: str) -> pytest.MarkDecorator:
@@ -96,6 +148,7 @@ def expect_counters(host: LabHost, before: Counters, **expected: int) -> Counter
     MPTcpExtMPJoinSynRx=1). Fails like the kernel selftests, `server MPTcpExtMPJoinSynRx:
     expected 1, got 0`, followed by every MPTcpExt counter that did move. Returns the delta."""
     delta = host.counters() - before
+    _skip_missing(delta, expected)
     bad = [f"{host.name} {k}: expected {v}, got {delta[k]}" for k, v in expected.items()
            if delta[k] != v]
     if bad:
@@ -118,9 +171,19 @@ def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 10.0,
         time.sleep(interval)
 
 
+def _skip_missing(counters: Counters, names: Any) -> None:
+    """A counter this kernel does not have makes the case "not available on this kernel"
+    (it cannot judge; a skip also under MPTCPLAB_STRICT=1), like a missing `needs(...)`
+    kernel feature, rather than a KeyError; it never reads as 0."""
+    missing = [n for n in names if n not in counters]
+    if missing:
+        unavailable("; ".join(f"this kernel has no MIB counter {n}" for n in missing))
+
+
 def wait_counter(host: LabHost, before: Counters, name: str, *, at_least: int = 1,
                  timeout: float = 10.0) -> int:
     """Wait until `host`'s counter `name` rose by `at_least` since `before`; its delta."""
+    _skip_missing(before, [name])
     last = [0]
 
     def risen() -> bool:
@@ -218,6 +281,7 @@ class Case:
         self.name = name
         self.dir = dir
         self.pcaps: list[Pcap] = []
+        self.files: list[Path] = []          # captures written otherwise (the peer's view)
         self.notes: list[tuple[str, str]] = []
 
     def capture(self, host: LabHost, iface: str = "any", *, filter: str = "tcp",
@@ -243,6 +307,9 @@ class Case:
             out.append(f"capture {pcap.path} ({pcap.host.name}:{pcap.iface}"
                        f"{', filter ' + pcap.filter if pcap.filter else ''}):")
             out.extend("  " + line for line in describe_capture(pcap.path))
+        for path in self.files:
+            out.append(f"capture {path}:")
+            out.extend("  " + line for line in describe_capture(path))
         return "\n".join(out)
 
 
@@ -277,7 +344,141 @@ def describe_capture(path: Path, *, head: int = 40, tail: int = 20) -> list[str]
 
 
 
+# -- the Scapy peer facing the kernel ---------------------------------------------------------
+
+PEER_V4 = ("10.0.1.1", "10.0.2.1")          # the peer's addresses on path 1 and 2
+KERNEL_V4 = ("10.0.1.2", "10.0.2.2")        # the kernel's
+PEER_V6 = ("dead:beef:1::1", "dead:beef:2::1")
+KERNEL_V6 = ("dead:beef:1::2", "dead:beef:2::2")
+PORT = 5000                                  # where the kernel listens
+PEER_PORT = 6000                             # where the peer listens
+
+
+@dataclass
+class PeerLab:
+    """The peer ("client" namespace) and the kernel ("server"), two direct links
+    (10.0.1.0/24 + dead:beef:1::/64, 10.0.2.0/24 + dead:beef:2::/64)."""
+
+    lab: Any
+    peer: Any
+    case: Case
+    before: Counters
+
+    @property
+    def kernel(self) -> LabHost:
+        return self.lab["server"]
+
+    def expect(self, **counters: int) -> Counters:
+        """The kernel's counters since the lab came up (expect_counters)."""
+        return expect_counters(self.kernel, self.before, **counters)
+
+    def listener(self, family: int = socket.AF_INET, port: int = PORT) -> socket.socket:
+        """A kernel MPTCP listener on every address."""
+        lst = self.kernel.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("", port))
+        lst.listen(8)
+        lst.settimeout(5)
+        return lst
+
+    @contextmanager
+    def connected(self, family: int = socket.AF_INET, **connect: Any) -> Iterator[socket.socket]:
+        """The peer connects to a kernel listener (keyword arguments go to peer.connect);
+        yields the kernel's accepted socket."""
+        lst = self.listener(family)
+        dst = KERNEL_V6[0] if family == socket.AF_INET6 else KERNEL_V4[0]
+        self.peer.connect(dst, PORT, **connect)
+        conn, _ = lst.accept()
+        conn.settimeout(5)
+        try:
+            yield conn
+        finally:
+            conn.close()
+            lst.close()
+
+    @contextmanager
+    def kernel_connects(self, family: int = socket.AF_INET, ports: tuple[int, ...] = (PEER_PORT,),
+                        dst: str | None = None, **listen: Any) -> Iterator[socket.socket]:
+        """The kernel connects to the peer listening on `ports` (keyword arguments go to
+        peer.listen) at `dst` (default: its path-1 address of `family`); yields the kernel's
+        socket once the peer accepted it."""
+        for port in ports:
+            self.peer.listen(port, **listen)
+        sock = self.kernel.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        sock.settimeout(5)
+        if dst is None:
+            dst = PEER_V6[0] if family == socket.AF_INET6 else PEER_V4[0]
+        sock.connect((dst, ports[0]))
+        self.peer.accept()
+        try:
+            yield sock
+        finally:
+            sock.close()
+
+
+@contextmanager
+def peer_lab(case: Case, *, kernel_mptcp: dict[str, object] | None = None,
+             subflows: int = 4, add_addr_accepted: int = 2,
+             kernel_endpoints: tuple[tuple[str, tuple[str, ...]], ...] = (),
+             **peer: Any) -> Iterator[PeerLab]:
+    """A lab with the Scapy peer facing the kernel; keyword arguments go to MptcpPeer
+    (checksum=, withhold=, dsn32=, ...). The evidence on failure: peer-view.pcap in the
+    case's artifacts (every packet of the peer's namespace, both ways, from the peer's own
+    AF_PACKET socket: no tcpdump to start and stop), what the peer received, and the
+    kernel's MPTcpExt deltas."""
+    from mptcplab.peer import MptcpPeer
+    from mptcplab.peer.endpoint import _line
+    from mptcplab.topo import Lab, Topology
+
+    topo = Topology("peer-case")
+    client = topo.host("client")
+    # blackhole_timeout=0 keeps one fallback from turning MPTCP off; kernels without the
+    # blackhole (6.1) have no such sysctl and need none.
+    quiet = {"blackhole_timeout": 0} if probe("net.mptcp.blackhole_timeout") is None else {}
+    server = topo.host("server", mptcp={**quiet, **(kernel_mptcp or {})})
+    server.set_limits(subflows=subflows, add_addr_accepted=add_addr_accepted)
+    topo.link(client, server, v4="10.0.1.0/24", v6="dead:beef:1::/64")
+    topo.link(client, server, v4="10.0.2.0/24", v6="dead:beef:2::/64")
+    for addr, flags in kernel_endpoints:
+        server.endpoint(addr, *flags)
+    with Lab(topo) as lab:
+        with MptcpPeer(lab["client"], **peer) as mp:
+            pl = PeerLab(lab, mp, case, lab["server"].counters())
+            try:
+                yield pl
+            finally:
+                case.dir.mkdir(parents=True, exist_ok=True)
+                path = case.dir / "peer-view.pcap"
+                mp.write_pcap(str(path))
+                case.files.append(path)
+                case.note("what the peer received", "\n  " + "\n  ".join(
+                    _line(s) for s in mp.segments[-30:]) if mp.segments else "nothing")
+                moved = (lab["server"].counters() - pl.before).nonzero("MPTcpExt")
+                case.note("kernel MPTcpExt deltas", ", ".join(
+                    f"{_short(k)}={v}" for k, v in sorted(moved.items())) or "none")
+
+
+def read_for(sock: socket.socket, n: int, within: float = 1.0) -> bytes:
+    """What the application reads of `n` bytes within `within` seconds (less on EOF or when
+    nothing more comes; a reset raises)."""
+    got = bytearray()
+    deadline = time.monotonic() + within
+    while len(got) < n and (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(got))
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    sock.settimeout(5)
+    return bytes(got)
+
+
 __all__ = [
-    "FULL", "HEADERS", "Case", "Pcap", "describe_capture", "expect_counters", "needs", "probe",
-    "rfc_section", "strict", "wait_counter", "wait_for",
+    "FULL", "HEADERS", "KERNEL_V4", "KERNEL_V6", "PEER_PORT", "PEER_V4", "PEER_V6", "PORT",
+    "Case", "Pcap", "PeerLab", "covers", "describe_capture", "expect_counters", "needs",
+    "peer_lab", "probe", "read_for", "rfc_section", "strict", "wait_counter", "wait_for",
+    "UNAVAILABLE", "kernel_feature", "known_counter", "unavailable",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import FULL, expect_counters, needs, wait_counter
+from support import FULL, covers, expect_counters, needs, wait_counter
 
 from mptcplab.facts import checksum_report, find_options, has
 from mptcplab.topo import CorruptPayload, Lab, catalogue
@@ -26,6 +26,7 @@ def a_flag(segments, length):
                          ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("client_csum, server_csum", [(0, 0), (1, 0), (0, 1), (1, 1)],
                          ids=["neither", "client", "server", "both"])
+@covers("3.1-checksum-negotiation", "3.3-checksum-verify", "3.1-syn-form")
 def test_checksum_negotiation(case, client_csum, server_csum, client_addr, server_addr):
     """checksum_enabled on the client (A in its SYN) and on the server (A in its SYN-ACK):
     the ACK carries the outcome, and DSS checksums are used both ways iff either side asked;
@@ -59,6 +60,7 @@ def test_checksum_negotiation(case, client_csum, server_csum, client_addr, serve
 
 
 @needs("nft")
+@covers("3.3-checksum-verify")
 def test_corruption_without_checksums_goes_unnoticed(case):
     """Checksums off: a middlebox that changes one payload byte (TCP checksum fixed up) is
     invisible to MPTCP and the application reads the changed byte. RFC 8684 §3.3.1 (why the
@@ -86,6 +88,7 @@ def one_changed_byte(sent: bytes, read: bytes, value: int) -> bool:
 
 
 @needs("nft")
+@covers("3.7-mp-fail")
 def test_bad_checksum_later_mapping_sends_mp_fail(case):
     """One subflow, a byte changed after the first mapping: the receiver counts the bad
     checksum and sends MP_FAIL naming the DSN of the failed mapping. RFC 8684 §3.7."""
@@ -108,59 +111,125 @@ def test_bad_checksum_later_mapping_sends_mp_fail(case):
     assert fails == [mapping["dsn"]]       # (Linux also answers with an MP_FAIL of its own)
 
 
-@needs("nft")
-@pytest.mark.xfail(strict=True, reason=(
-    "Linux 6.18: after the receiver's MP_FAIL the sender counts InfiniteMapTx=1 and answers "
-    "with an MP_FAIL of its own, but no infinite mapping (DSS with data-level length 0) "
-    "reaches the wire and it sends no more data: the application read 98,184 of 200,000 "
-    "bytes in 3 s (changed byte at 83,682 delivered); with 400 kB and 8 s, 98,184 of 399,872, "
-    "and the receiver's DATA_FIN then DATA_ACKs the failed mapping"))
-def test_bad_checksum_later_mapping_falls_back_with_stream_intact(case):
-    """One subflow, a byte changed after the first mapping: after MP_FAIL the sender sends an
-    infinite mapping and the connection continues as TCP; the application reads every byte,
-    as TCP through that middlebox delivers them (one changed). RFC 8684 §3.7."""
-    sent = pattern(200_000)
+def _later_mapping_corrupted(case, sent: bytes):
+    """One subflow with checksums, the 60th data segment's byte 10 changed on the way: what
+    the server's application read within 3 s (the client shuts down after sending), and the
+    server-side capture."""
     box = CorruptPayload(nth=60, offset=10, value=0xFF, dport=5000)
     topo = catalogue.get("client-router-server", middleboxes=[box], checksum=True)
     with Lab(topo) as lab:
         client, server = lab["client"], lab["server"]
-        cap = case.capture(server, "eth0", filter="tcp port 5000")
-        with connect(client, server, SERVER) as conn:
-            read = conn.upload_until_eof(sent, timeout=3)
-        case.note("application", first_difference(sent, read))
-        infinite = [o for _, o in cap.options("DSS") if o.get("data_level_len") == 0]
-    assert infinite, "no infinite mapping on the wire"
-    assert one_changed_byte(sent, read, 0xFF), first_difference(sent, read)
-
-
-@needs("nft")
-@pytest.mark.xfail(strict=True, reason=(
-    "Linux 6.18 (compare mptcp_net-next #519): a bad checksum in the first mapping (the "
-    "MP_CAPABLE with data) makes the receiver fall back silently (DataCsumErr=1, "
-    "DssFallback=1, no MP_FAIL on the wire) while the sender keeps its MPTCP mappings and "
-    "retransmits them (client MPTCPRetrans=50): the application read 80,000 bytes (the 4x "
-    "read limit) in 3 s for 20,000 sent; unlimited, 1,018,368 bytes for 19,968 sent"))
-def test_bad_checksum_first_mapping(case):
-    """One subflow, a byte changed in the very first mapping (MP_CAPABLE with data): the
-    receiver sends MP_FAIL, the connection falls back, and the application reads the stream
-    exactly once (as TCP through that middlebox delivers it). RFC 8684 §3.7."""
-    sent = pattern(20_000)
-    box = CorruptPayload(nth=1, offset=10, value=0xFF, dport=5000)
-    topo = catalogue.get("client-router-server", middleboxes=[box], checksum=True)
-    with Lab(topo) as lab:
-        client, server = lab["client"], lab["server"]
-        cap = case.capture(server, "eth0", filter="tcp port 5000")
+        cap = case.capture(server, "eth0", filter="tcp port 5000", snaplen=FULL)
         before = server.counters()
         with connect(client, server, SERVER) as conn:
             read = conn.upload_until_eof(sent, timeout=3)
         case.note("application", first_difference(sent, read))
         case.note("server MPTcpExt deltas", str((server.counters() - before).nonzero("MPTcp")))
-        fails = cap.options("MP_FAIL")
-    assert fails, "no MP_FAIL on the wire"
-    assert one_changed_byte(sent, read, 0xFF), first_difference(sent, read)
+        return read, cap.segments()
+
+
+LATER_MAPPING_STALL = (
+    "Linux 6.18, intermittent (a race): after the receiver's MP_FAIL naming the failed "
+    "mapping, the sender counts InfiniteMapTx=1 and answers with an MP_FAIL of its own; in "
+    "about half the runs the stream then stalls: no infinite mapping reaches the wire, the "
+    "sender's remaining mapped data is Data-ACKed but never read: 98,184 of 200,000 bytes "
+    "in 3 s (changed byte delivered). In the other runs the infinite mapping goes out with "
+    "new data and the whole stream arrives, the changed byte in it (also with more data "
+    "sent after the MP_FAIL: 2 of 4 runs stalled at 100,000 of 150,000 bytes). The peer "
+    "case test_mp_fail_on_a_single_subflow_turns_the_kernel_to_an_infinite_mapping shows "
+    "the infinite mapping when the sender has new data.")
+
+
+@pytest.mark.slow
+@needs("nft")
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=LATER_MAPPING_STALL)
+@covers("3.7-fallback-stream")
+def test_bad_checksum_later_mapping_falls_back_with_stream_intact(case):
+    """One subflow, a byte changed after the first mapping: after MP_FAIL the connection
+    falls back (infinite mapping) and the application reads the whole stream: every byte
+    sent, the failed mapping either resent or passed through as TCP would (then with the
+    changed byte). Not strict: the kernel gets it right in some runs (see the reason).
+    RFC 8684 §3.7."""
+    sent = pattern(200_000)
+    read, _ = _later_mapping_corrupted(case, sent)
+    assert read == sent or one_changed_byte(sent, read, 0xFF), first_difference(sent, read)
+
+
+@pytest.mark.slow
+@needs("nft")
+@covers("3.7-mp-fail", "3.7-fallback-stream")
+def test_bad_checksum_later_mapping_observed_outcomes(case):
+    """What this kernel does (the deviation above), the part that holds in every run:
+    MP_FAIL from the receiver naming the start of the failed mapping, and the application
+    reads the stream up to some point with the changed byte in it and nothing else wrong:
+    either all of it or a stall (which one is noted). Fails when the kernel starts
+    duplicating, dropping inside, or never sends MP_FAIL. RFC 8684 §3.7."""
+    sent = pattern(200_000)
+    read, segs = _later_mapping_corrupted(case, sent)
+    fails = [o["dsn"] for s, o in find_options(segs, "MP_FAIL") if s.src == SERVER]
+    assert fails, "no MP_FAIL from the receiver"
+    bad = [s for s in segs if s.dst == SERVER and s.payload[10:11] == b"\xff"]
+    assert len(bad) == 1, "the middlebox changed one segment"
+    assert 0 < len(read) <= len(sent), first_difference(sent, read)
+    assert one_changed_byte(sent[:len(read)], read, 0xFF), first_difference(sent, read)
+    case.note("outcome", "whole stream" if len(read) == len(sent) else
+              f"stalled at {len(read)} of {len(sent)} bytes")
+
+
+def _first_mapping_corrupted(case, sent: bytes):
+    box = CorruptPayload(nth=1, offset=10, value=0xFF, dport=5000)
+    topo = catalogue.get("client-router-server", middleboxes=[box], checksum=True)
+    with Lab(topo) as lab:
+        client, server = lab["client"], lab["server"]
+        cap = case.capture(server, "eth0", filter="tcp port 5000")
+        before = {n: lab[n].counters() for n in ("client", "server")}
+        with connect(client, server, SERVER) as conn:
+            read = conn.upload_until_eof(sent, timeout=3)
+        case.note("application", first_difference(sent, read))
+        delta = {n: lab[n].counters() - before[n] for n in ("client", "server")}
+        case.note("MPTcpExt deltas", str({n: d.nonzero("MPTcp") for n, d in delta.items()}))
+        return read, cap.segments(), delta
+
+
+FIRST_MAPPING_SILENT = (
+    "Linux 6.18 (compare mptcp_net-next #519): a bad checksum in the first mapping (the "
+    "MP_CAPABLE with data) makes the receiver fall back silently (DataCsumErr=1, "
+    "DssFallback=1, no MP_FAIL on the wire) while the sender keeps its MPTCP mappings and "
+    "retransmits them (client MPTCPRetrans=50): the application read 80,000 bytes (the 4x "
+    "read limit) in 3 s for 20,000 sent; unlimited, 1,018,368 bytes for 19,968 sent")
+
+
+@needs("nft")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FIRST_MAPPING_SILENT)
+@covers("3.7-mp-fail", "3.7-fallback-stream")
+def test_bad_checksum_first_mapping(case):
+    """One subflow, a byte changed in the very first mapping (MP_CAPABLE with data): the
+    receiver sends MP_FAIL, the connection falls back, and the application reads the stream
+    exactly once (as TCP through that middlebox delivers it). RFC 8684 §3.7."""
+    sent = pattern(20_000)
+    read, segs, _ = _first_mapping_corrupted(case, sent)
+    assert find_options(segs, "MP_FAIL"), "no MP_FAIL on the wire"
+    assert read == sent or one_changed_byte(sent, read, 0xFF), first_difference(sent, read)
+
+
+@needs("nft")
+@covers("3.7-mp-fail", "3.7-fallback-stream")
+def test_bad_checksum_first_mapping_observed_duplication(case):
+    """What this kernel does instead (the deviation above): the receiver counts the bad
+    checksum and falls back without a word (no MP_FAIL), the sender keeps sending DSS
+    mappings, and the application reads more bytes than were sent. RFC 8684 §3.7."""
+    sent = pattern(20_000)
+    read, segs, delta = _first_mapping_corrupted(case, sent)
+    assert delta["server"]["MPTcpExtDataCsumErr"] == 1
+    assert delta["server"]["MPTcpExtDssFallback"] == 1
+    assert find_options(segs, "MP_FAIL") == []
+    assert [o for s, o in find_options(segs, "DSS") if s.dst == SERVER and s.payload_len
+            and "dsn" in o], "the sender stopped mapping"
+    assert len(read) > len(sent), first_difference(sent, read)
 
 
 @needs("nft", "MPTcpExtMPRstTx")
+@covers("3.7-fail-reset", "3.6-tcprst-reason")
 def test_bad_checksum_with_two_subflows_resets_that_subflow(case):
     """Two subflows, a byte changed on one: the receiver resets that subflow (RST with MP_FAIL
     and MP_TCPRST reason "middlebox interference"), the data is sent again on the other and

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import expect_counters, needs
+from support import covers, expect_counters, needs
 
 from mptcplab.facts import has
 from mptcplab.topo import DropMpCapableSyn, Lab, StripMptcpOption, catalogue
@@ -20,13 +20,18 @@ def syns(segments):
     return [has(s, "MP_CAPABLE") for s in segments if s.tcp_flags == "S"]
 
 
+@pytest.mark.slow
 @needs("net.mptcp.syn_retrans_before_tcp_fallback", "net.mptcp.blackhole_timeout",
        "MPTcpExtMPCapableSYNTXDrop", "MPTcpExtBlackhole", "MPTcpExtMPCapableSYNTXDisabled")
 @pytest.mark.parametrize("retries", [0, 1, 2, 3])
+@covers("3.1-syn-fallback")
 def test_syn_retries_then_tcp_then_blackhole(case, retries):
     """SYNs with MP_CAPABLE dropped: 1 + syn_retrans_before_tcp_fallback of them, then a plain
     SYN and a working TCP connection; MPTCP then stays off (blackhole_timeout) for the next
-    connection. RFC 8684 §3.1 (local policy decides how many MP_CAPABLE SYNs before TCP)."""
+    connection. The SYNs go out 1 s apart (the initial RTO; this kernel's
+    tcp_syn_linear_timeouts keeps the first retransmissions linear), checked within
+    0.9-1.6 s: the case must wait N + 1 s of kernel timers, no sysctl shortens the initial
+    RTO. RFC 8684 §3.1 (local policy decides how many MP_CAPABLE SYNs before TCP)."""
     topo = catalogue.get("client-router-server", middleboxes=[DropMpCapableSyn()])
     topo.nodes["client"].mptcp.update(syn_retrans_before_tcp_fallback=str(retries),
                                       blackhole_timeout="60")
@@ -40,13 +45,20 @@ def test_syn_retries_then_tcp_then_blackhole(case, retries):
                         MPTcpExtMPCapableSYNTXDisabled=1, MPTcpExtMPCapableSYNTX=1)
         first_syns = syns([s for s in cap.segments() if 5000 in (s.sport, s.dport)])
         second_syns = syns([s for s in cap.segments() if 5001 in (s.sport, s.dport)])
+        times = [s.time for s in cap.segments() if s.tcp_flags == "S" and s.dport == 5000]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    case.note("SYN intervals (s)", str([round(g, 3) for g in gaps]))
+    assert all(0.9 <= g <= 1.6 for g in gaps), gaps
     assert first_syns == [True] * (1 + retries) + [False]
     assert second_syns == [False]
     assert first.intact and second.intact
     assert first.client_fallback and first.server_fallback
 
 
-@needs("net.mptcp.blackhole_timeout", "MPTcpExtBlackhole")
+@pytest.mark.slow
+@needs("net.mptcp.syn_retrans_before_tcp_fallback", "net.mptcp.blackhole_timeout",
+       "MPTcpExtBlackhole")
+@covers("3.1-syn-fallback")
 def test_no_blackhole_timeout_means_mptcp_is_tried_again(case):
     """blackhole_timeout=0: a connection that fell back does not turn MPTCP off, the next one
     starts with MP_CAPABLE again. RFC 8684 §3.1."""
@@ -77,10 +89,16 @@ STRIP = {
 }
 
 
-@pytest.mark.parametrize("segments", list(STRIP))
+@pytest.mark.parametrize("segments", [
+    pytest.param("all", id="all"),
+    pytest.param("syn-ack", id="syn-ack", marks=covers("3.1-synack-stripped")),
+    pytest.param("non-syn", id="non-syn", marks=covers("3.1-mpc-data-no-dss"))])
+@covers("3.7-strip")
 def test_stripped_options_fall_back_with_data_intact(case, segments):
-    """A middlebox removes the MPTCP option from all / SYN-ACK / non-SYN segments: both ends
-    fall back to TCP, each counts why, and the data arrives intact both ways. RFC 8684 §3.7."""
+    """A middlebox on the router removes the MPTCP option from all / SYN-ACK / non-SYN
+    segments: both ends fall back to TCP, each counts why, and the data arrives intact both
+    ways. Captured at both hosts, so each capture shows what that kernel sent (before the
+    box) and what reached it (after). RFC 8684 §3.7."""
     client_mib, server_mib = STRIP[segments]
     topo = catalogue.get("client-router-server", middleboxes=[StripMptcpOption(segments)])
     with Lab(topo) as lab:
@@ -93,6 +111,14 @@ def test_stripped_options_fall_back_with_data_intact(case, segments):
         expect_counters(server, before["server"], **server_mib)
         to_server = [s for s in at_server.segments() if s.dst == SERVER]
         to_client = [s for s in at_client.segments() if s.src == SERVER]
+        from_client = [s for s in at_client.segments() if s.dst == SERVER]
+        from_server = [s for s in at_server.segments() if s.src == SERVER]
+    # what the kernels sent, before the box
+    assert [has(s, "MP_CAPABLE") for s in from_client if s.tcp_flags == "S"] == [True]
+    assert [has(s, "MP_CAPABLE") for s in from_server if s.tcp_flags == "SA"] == \
+        [segments != "all"]                     # the server answers MP_CAPABLE if it saw it
+    third = [s for s in from_client if s.tcp_flags == "A" and not s.payload_len][:1]
+    assert [has(s, "MP_CAPABLE") for s in third] == [segments == "non-syn"]
     assert got.intact
     assert got.client_fallback and got.server_fallback
     assert not any(s.options for s in to_client if "S" not in s.tcp_flags)

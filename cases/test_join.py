@@ -4,7 +4,7 @@ and MP_PRIO."""
 from __future__ import annotations
 
 import pytest
-from support import expect_counters, needs, wait_counter
+from support import covers, expect_counters, needs, wait_counter
 
 from mptcplab import crypto
 from mptcplab.facts import (
@@ -24,6 +24,7 @@ pytestmark = needs("tcpdump")
 
 
 @pytest.mark.parametrize("family", [4, 6])
+@covers("3.2-join-token", "3.2-join-hmacs", "3.2-join-data")
 def test_join_hmacs_and_data_on_both_paths(case, family):
     """The client joins the announced address: the SYN names the server's token, the SYN-ACK
     and third ACK carry the HMACs of both keys and nonces, and the new subflow carries a real
@@ -72,6 +73,7 @@ def sent_first(segs, *, on: str, beside: str, since: int = 0, until: int | None 
 
 
 @needs("MPTcpExtMPJoinSynBackupRx")
+@covers("3.2-backup", "3.3-reinject")
 def test_backup_subflow_only_when_needed(case):
     """The cellular endpoint is a backup: its MP_JOIN has B=1 and no data goes there first
     while the WiFi subflow is up; once the WiFi subflow is closed all data goes over cellular.
@@ -104,8 +106,10 @@ def test_backup_subflow_only_when_needed(case):
     assert payload_bytes(after, dst=CELL) >= len(data)
 
 
+@pytest.mark.slow
 @needs("MPTcpExtMPPrioTx", "MPTcpExtMPPrioRx")
 @pytest.mark.parametrize("direction", ["upload", "download"])
+@covers("3.3-prio")
 def test_mp_prio_moves_traffic_off_and_back(case, direction):
     """Setting the cellular endpoint to backup mid-connection sends MP_PRIO B=1 and new data
     stops going there; clearing it sends MP_PRIO B=0 and the data comes back.

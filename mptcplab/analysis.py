@@ -25,6 +25,7 @@ the same results. What the sniffer keeps for its output lives in its own ``Half`
 
 from __future__ import annotations
 
+import bisect
 import socket
 import struct
 from collections import deque
@@ -698,3 +699,174 @@ def _first(opts: list[dict[str, Any]], subtype: str) -> dict[str, Any] | None:
         if opt["subtype"] == subtype and not opt.get("malformed"):
             return opt
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The data level: where each payload segment sits in its connection's byte stream
+
+
+class Spans:
+    """Disjoint [start, end) ranges, merged as they are added (mostly appended in order)."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        i = bisect.bisect_right(self.starts, lo) - 1
+        if i >= 0 and self.ends[i] > lo:
+            return True
+        return i + 1 < len(self.starts) and self.starts[i + 1] < hi
+
+    def add(self, lo: int, hi: int) -> None:
+        starts, ends = self.starts, self.ends
+        if starts and lo >= starts[-1]:          # the common case: at or after the last one
+            if lo <= ends[-1]:
+                ends[-1] = max(ends[-1], hi)
+            else:
+                starts.append(lo)
+                ends.append(hi)
+            return
+        i = bisect.bisect_left(ends, lo)         # first range that ends at or after lo
+        j = bisect.bisect_right(starts, hi)      # ranges [i, j) touch [lo, hi)
+        if i < j:
+            lo, hi = min(lo, starts[i]), max(hi, ends[j - 1])
+        starts[i:j] = [lo]
+        ends[i:j] = [hi]
+
+
+class Placed:
+    """One payload segment of a tracked connection, placed in the data stream of its sender.
+
+    ``dsn`` is relative: the first byte of the sender's stream is 1 (its IDSN + 1 when the keys
+    were seen, else the first data sequence number the capture showed). None when no mapping
+    covers the segment. (A plain class, as the module's others: the sniffer starts without
+    importing dataclasses.)"""
+
+    __slots__ = ("ann", "dsn", "length", "reinjection", "retransmission", "side", "subflow")
+
+    def __init__(self, ann: Annotated, side: int, subflow: int, dsn: int | None, length: int,
+                 retransmission: bool, reinjection: bool) -> None:
+        self.ann = ann
+        self.side = side                        # CLIENT or SERVER: who sent the bytes
+        self.subflow = subflow
+        self.dsn = dsn
+        self.length = length
+        self.retransmission = retransmission    # the subflow had carried these bytes before
+        self.reinjection = reinjection          # another subflow had carried these bytes before
+
+    def __repr__(self) -> str:
+        return (f"Placed(frame={self.ann.seg.frame}, side={self.side}, subflow={self.subflow}, "
+                f"dsn={self.dsn}, length={self.length}, "
+                f"retransmission={self.retransmission}, reinjection={self.reinjection})")
+
+
+class DataLevel:
+    """Places the payload segments the tracker annotated in their connection's data stream:
+    by the DSS mapping they carry or the last mapping of their subflow direction (an MP_CAPABLE
+    with data maps from IDSN + 1, subflow sequence 1); after a fallback to TCP the subflow
+    sequence number is the data sequence number. Marks subflow-level retransmissions and
+    data-level reinjections (bytes a different subflow carried first), RFC 8684 §3.3.6.
+
+    Feed it the annotations in capture order (``place``), after ``Tracker.feed``."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Half, tuple[int, int, int]] = {}     # (dsn64, ssn, length)
+        self._ends: dict[Half, int] = {}                      # highest relative seq + len
+        self._base: dict[tuple[int, int], int] = {}           # (conn, side) -> DSN of byte 0
+        self._sent: dict[tuple[int, int], dict[int, Spans]] = {}
+
+    def base(self, conn: Connection | None, side: int, dsn64: int | None = None) -> int | None:
+        """The DSN before the first byte of ``side``'s stream: its IDSN, or one less than the
+        first DSN seen when the keys were not."""
+        if conn is None:
+            return None
+        if conn.idsns[side] is not None:
+            return conn.idsns[side]
+        key = (conn.number, side)
+        if key not in self._base and dsn64 is not None:
+            self._base[key] = (dsn64 - 1) & M64
+        return self._base.get(key)
+
+    def _expand(self, conn: Connection | None, side: int, half: Half, dsn: int,
+                length: int) -> int:
+        if length == 8:
+            return dsn
+        ref = conn.idsns[side] if conn is not None else None
+        if ref is None:
+            last = self._maps.get(half)
+            ref = last[0] if last else self._base.get((conn.number, side), dsn) \
+                if conn is not None else dsn
+        return crypto.expand_dsn(dsn, ref)
+
+    def place(self, ann: Annotated) -> Placed | None:
+        """The segment's place in the data stream; None when it carries no payload or belongs
+        to no connection."""
+        half, seg = ann.half, ann.seg
+        if half is None or not seg.payload_len or "S" in seg.tcp_flags or half.isn < 0:
+            return None
+        sub, side = half.subflow, half.side
+        conn = sub.conn
+        if conn is None or side is None or sub.number is None:
+            return None
+        for opt in seg.options:
+            if opt.get("malformed"):
+                continue
+            if opt["subtype"] == "DSS" and "dsn" in opt and opt["data_level_len"] \
+                    and not (opt["data_fin"] and opt["ssn"] == 0):
+                self._maps[half] = (self._expand(conn, side, half, opt["dsn"], opt["dsn_len"]),
+                                    opt["ssn"], opt["data_level_len"])
+            elif opt["subtype"] == "MP_CAPABLE" and "data_level_len" in opt \
+                    and conn.idsns[side] is not None:
+                self._maps[half] = ((conn.idsns[side] + 1) & M64, 1, opt["data_level_len"])
+        rel = (seg.seq - half.isn) & M32
+        end = (rel + seg.payload_len) & M32
+        top = self._ends.get(half)
+        retrans = top is not None and 0 < (top - rel) & M32 < 1 << 31
+        if top is None or 0 < (end - top) & M32 < 1 << 31:
+            self._ends[half] = end
+        dsn: int | None = None
+        mapping = self._maps.get(half)
+        if mapping is not None:
+            map_dsn, ssn, length = mapping
+            offset = (rel - ssn) & M32
+            if offset < length:
+                base = self.base(conn, side, map_dsn)
+                if base is not None:
+                    dsn = (map_dsn + offset - base) & M64
+        elif conn.fell_back():
+            dsn = rel                       # plain TCP: the subflow's bytes are the stream
+        reinjected = False
+        if dsn is not None:
+            spans = self._sent.setdefault((conn.number, side), {})
+            lo, hi = dsn, dsn + seg.payload_len
+            reinjected = any(s.overlaps(lo, hi) for n, s in spans.items() if n != sub.number)
+            spans.setdefault(sub.number, Spans()).add(lo, hi)
+        return Placed(ann, side, sub.number, dsn, seg.payload_len, retrans, reinjected)
+
+    def data_ack(self, ann: Annotated) -> tuple[int, int] | None:
+        """(side whose data is acknowledged, relative DATA_ACK: the next byte expected) for a
+        segment carrying a DSS data_ack, else None."""
+        half = ann.half
+        if half is None or half.side is None or half.subflow.conn is None:
+            return None
+        conn = half.subflow.conn
+        acked = 1 - half.side
+        for opt in ann.seg.options:
+            if opt.get("malformed") or opt["subtype"] != "DSS" or "data_ack" not in opt:
+                continue
+            value = opt["data_ack"]
+            if opt["data_ack_len"] == 4:
+                ref = conn.idsns[acked]
+                if ref is None:
+                    ref = self._base.get((conn.number, acked))
+                if ref is None:
+                    return None
+                value = crypto.expand_dsn(value, ref)
+            base = self.base(conn, acked)
+            if base is None:
+                return None
+            return acked, (value - base) & M64
+        return None

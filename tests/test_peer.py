@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -157,8 +158,49 @@ def test_peer_resets_go_out_and_the_kernels_data_fin_is_acknowledged(lab) -> Non
         peer.expect("DSS", data_fin=True)
         assert peer.remote_data_fin
         assert peer.data_ack == (peer.rcv_base + 301) % 2**64
+        conn.settimeout(0.2)
+        with pytest.raises(TimeoutError):        # before the reset: a quiet peer
+            conn.recv(10)
         peer.reset()
         conn.settimeout(5)
-        with pytest.raises(OSError):             # the application sees the reset
-            conn.sendall(b"x")
+        # The kernel's socket has shut its sending side, so only a read can tell a reset
+        # from a quiet peer: this kernel says ENOTCONN (its only subflow is gone) where
+        # plain TCP says ECONNRESET; never EOF, never a timeout.
+        with pytest.raises(OSError) as err:
             conn.recv(10)
+        assert err.value.errno in (errno.ECONNRESET, errno.ENOTCONN), err.value
+
+
+@root
+def test_peer_reshapes_handshake_options_and_sends_32_bit_dsns(lab) -> None:
+    """connect(syn=...) changes the SYN's MP_CAPABLE (the kernel sees version 2 and still
+    answers v1), dsn32/ack32 put 4-byte DSNs and Data ACKs on the wire."""
+    lst = _listener(lab)
+    with MptcpPeer(lab["client"], dsn32=True, ack32=True) as peer:
+        peer.connect("10.0.1.2", 5000, syn={"version": 2})
+        conn, _ = lst.accept()
+        conn.settimeout(5)
+        assert peer.synack is not None
+        (mpc,) = [o for o in peer.synack.options if o["subtype"] == "MP_CAPABLE"]
+        assert mpc["version"] == 1
+        peer.send(b"a" * 10, mpc=False)
+        assert _read(conn, 10) == b"a" * 10
+        opt = peer._dss(mapping=(peer.snd_dsn, 11, 1), payload=b"b")
+        assert (opt.as_dict()["dsn_len"], opt.as_dict()["data_ack_len"]) == (4, 4)
+
+
+def test_shaped_overrides() -> None:
+    from mptcplab.errors import LabError
+    from mptcplab.layers import MPCapable
+    from mptcplab.peer.endpoint import DEFAULT, shaped
+
+    base = MPCapable(version=1, flags=1)
+    assert shaped(base, DEFAULT) == [base]
+    assert shaped(base, None) == []
+    assert shaped(base, b"\x1e\x04\x01\x01") == [b"\x1e\x04\x01\x01"]
+    (changed,) = shaped(base, {"version": 2})
+    assert bytes(changed)[2] & 0x0F == 2 and bytes(base)[2] & 0x0F == 1
+    (fn,) = shaped(base, lambda o: (setattr(o, "flags", 0x41), o)[1])
+    assert bytes(fn)[3] == 0x41
+    with pytest.raises(LabError):
+        shaped(base, 42)

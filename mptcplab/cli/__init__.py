@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from mptcplab.errors import ExitStatus, LabError
 
-COMMANDS = ("decode", "sniff", "topo")
-ALSO = {"clean": "topo", "exec": "topo"}        # command -> the module registering it
+COMMANDS = ("demo", "pictures", "decode", "sniff", "topo", "pm", "nc", "cases", "vm")
+# Commands registered by a module of another name: command -> module.
+ALSO = {"clean": "topo", "exec": "topo", "ladder": "pictures", "plot": "pictures"}
 
 
 def module_of(argv: Sequence[str]) -> str | None:

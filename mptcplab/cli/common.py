@@ -34,3 +34,16 @@ def netns_of(spec: str | None) -> str | None:
 
 def add_json(p: argparse.ArgumentParser, what: str = "print as JSON") -> None:
     p.add_argument("--json", action="store_true", help=what)
+
+
+def in_host_namespace() -> bool:
+    """Is this process in the machine's own network namespace (init's)? Inside a lab node
+    (`mptcplab exec`, `ip netns exec`) it is not. Commands that would change a namespace's
+    MPTCP settings (the path-manager daemon, `nc --policy`) ask for --host there."""
+    import os
+
+    try:
+        here, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+    except OSError:
+        return True
+    return (here.st_dev, here.st_ino) == (init.st_dev, init.st_ino)

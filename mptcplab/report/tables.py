@@ -1,6 +1,9 @@
-"""The summary tables printed when the sniffer stops: connections, then their subflows."""
+"""Tables for people: the sniffer's summary (connections, then their subflows) and the subflow
+table of `mptcplab nc --subflows`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from mptcplab.analysis import SIDE_NAMES, Tracker
 from mptcplab.describe import endpoint
@@ -82,3 +85,27 @@ def summary_text(tracker: Tracker, marks: tuple[str, str, str] = UNICODE_MARKS) 
                                for s in tracker.orphans[:4])
                    + (" ..." if len(tracker.orphans) > 4 else ""))
     return "\n".join(out)
+
+
+def nc_subflow_table(sample: Any, final: bool = False) -> str:
+    """`mptcplab nc --subflows`: a title line with the connection's totals, then one row per
+    subflow (kernel id, addresses, backup, bytes, RTT, cwnd, state)."""
+    from tabulate import tabulate
+
+    if sample.mptcp:
+        what = f"MPTCP connection, token {sample.token:#010x}" if sample.token \
+            else "MPTCP connection"
+    elif sample.fallback:
+        what = "connection fell back to plain TCP"
+    else:
+        what = "plain TCP connection"
+    title = (f"{'final: ' if final else ''}{what}, {sample.elapsed:.1f} s: "
+             f"sent {sample.bytes_sent} B, received {sample.bytes_received} B"
+             + (f", {len(sample.subflows)} subflows" if sample.mptcp else ""))
+    rows = [["-" if r.id is None else r.id, r.local, r.remote, r.backup, r.bytes_sent,
+             r.bytes_received, f"{r.rtt_ms:.2f}", r.cwnd, r.state] for r in sample.subflows]
+    table = tabulate(rows, headers=["id", "local", "remote", "backup", "sent B", "received B",
+                                    "rtt ms", "cwnd", "state"],
+                     colalign=("right", "left", "left", "left", "right", "right", "right",
+                               "right", "left"))
+    return title + "\n" + table

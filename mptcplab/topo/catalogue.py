@@ -9,10 +9,7 @@ a .py file, so a topology of your own needs no registration.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +17,22 @@ from types import ModuleType
 from typing import Any
 
 from mptcplab.errors import BadInput, LabError
+from mptcplab.plugins import FileCatalogue
 from mptcplab.topo.model import Topology
 
 ENV = "MPTCPLAB_NETNS"
 REPO_NETNS = Path(__file__).resolve().parent.parent.parent / "netns"
 
 
+def _valid(module: ModuleType) -> str | None:
+    return None if callable(getattr(module, "build", None)) else "defines no build() function"
+
+
+FILES = FileCatalogue("topology", ENV, REPO_NETNS, valid=_valid)
+
+
 def search_path() -> list[Path]:
-    dirs = [Path(d) for d in os.environ.get(ENV, "").split(os.pathsep) if d]
-    dirs.append(REPO_NETNS)
-    return [d for d in dirs if d.is_dir()]
+    return FILES.search_path()
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Entry:
 
     @property
     def module(self) -> ModuleType:
-        return _load(self.path)
+        return FILES.load(self.path)
 
     @property
     def doc(self) -> str:
@@ -144,38 +147,9 @@ def _parse_value(name: str, raw: str, kind: str) -> Any:
     return raw
 
 
-_modules: dict[Path, ModuleType] = {}
-
-
-def _load(path: Path) -> ModuleType:
-    path = path.resolve()
-    if path not in _modules:
-        modname = f"mptcplab_netns_{path.stem}_{abs(hash(path)) & 0xFFFFFF:x}"
-        spec = importlib.util.spec_from_file_location(modname, path)
-        if spec is None or spec.loader is None:
-            raise BadInput(f"cannot load topology file {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[modname]
-            raise LabError(f"{path}: {type(exc).__name__}: {exc}") from exc
-        if not callable(getattr(module, "build", None)):
-            raise BadInput(f"{path} defines no build() function")
-        _modules[path] = module
-    return _modules[path]
-
-
 def entries() -> dict[str, Entry]:
     """name -> Entry for every catalogue file (earlier directories win)."""
-    found: dict[str, Entry] = {}
-    for d in search_path():
-        for f in sorted(d.glob("*.py")):
-            if f.name.startswith("_"):
-                continue
-            found.setdefault(f.stem.replace("_", "-"), Entry(f.stem.replace("_", "-"), f))
-    return found
+    return {name: Entry(name, path) for name, path in FILES.files().items()}
 
 
 def names() -> list[str]:
@@ -183,17 +157,7 @@ def names() -> list[str]:
 
 
 def entry(name: str) -> Entry:
-    if name.endswith(".py") or os.sep in name:
-        path = Path(name)
-        if not path.is_file():
-            raise BadInput(f"no topology file {name}")
-        return Entry(path.stem.replace("_", "-"), path)
-    found = entries()
-    if name not in found:
-        where = ", ".join(str(d) for d in search_path()) or f"nothing (set {ENV})"
-        raise BadInput(f"unknown topology {name!r} (known: {', '.join(sorted(found)) or 'none'};"
-                       f" searched {where})")
-    return found[name]
+    return Entry(*FILES.find(name))
 
 
 def get(name: str, **options: Any) -> Topology:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from mptcplab.topo.lab import Lab
     from mptcplab.topo.model import Node
-    from mptcplab.topo.pm_netlink import MptcpPm
+    from mptcplab.pm import PathManager
 
 IPPROTO_MPTCP = 262
 SOL_MPTCP = 284
@@ -120,8 +120,7 @@ class LabHost:
         self.fd = fd
         self._ipr: IPRoute | None = None
         self._ipr_sock: socket.socket | None = None
-        self._pm: MptcpPm | None = None
-        self._pm_sock: socket.socket | None = None
+        self._pm: PathManager | None = None
         self._procs: list[subprocess.Popen[Any]] = []
         self._captures: list[LiveCapture] = []
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
@@ -316,14 +315,13 @@ class LabHost:
         return self._ipr
 
     @property
-    def pm(self) -> MptcpPm:
-        """The in-kernel path manager of this namespace (endpoints, limits) over netlink."""
+    def pm(self) -> PathManager:
+        """This node's path manager (mptcplab.pm.PathManager): endpoints and limits of the
+        in-kernel PM, the userspace-PM verbs, events. Closed at teardown."""
         if self._pm is None:
-            from mptcplab.topo.pm_netlink import MptcpPm
+            from mptcplab.pm import PathManager
 
-            self._pm_sock = ns.run(self.fd, socket.socket, socket.AF_NETLINK, socket.SOCK_DGRAM,
-                                   16)  # NETLINK_GENERIC
-            self._pm = MptcpPm(use_socket=self._pm_sock, use_event_loop=self.lab._event_loop())
+            self._pm = PathManager(self.fd)
         return self._pm
 
     def capture(self, iface: str, path: str | os.PathLike[str], filter: str = "",
@@ -374,11 +372,11 @@ class LabHost:
         for sock in list(self._sockets):
             with contextlib.suppress(OSError):
                 sock.close()
-        for obj in (self._pm, self._ipr, self._pm_sock, self._ipr_sock):
+        for obj in (self._pm, self._ipr, self._ipr_sock):
             if obj is not None:
                 with contextlib.suppress(Exception):
                     obj.close()
-        self._pm = self._ipr = self._pm_sock = self._ipr_sock = None
+        self._pm = self._ipr = self._ipr_sock = None
 
 
 def sysctl_path(key: str) -> str:

@@ -26,7 +26,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mptcplab.errors import LabError, MissingTool
 from mptcplab import namespaces as ns
-from mptcplab.topo import lifecycle, middlebox, pm_netlink, rtnl
+from mptcplab.pm import netlink as pm_netlink
+from mptcplab.topo import lifecycle, middlebox, rtnl
 from mptcplab.topo.host import LabHost
 from mptcplab.topo.model import Link, NodePlan, Topology, mptcp_sysctl_names
 from mptcplab.topo.naming import new_lab_id, ns_name
@@ -54,7 +55,8 @@ ROUTER_SYSCTLS = {
 TBF_LATENCY = "50ms"
 TBF_MIN_BURST = 64 * 1024           # one full GSO segment: tbf would split larger ones
 NETEM_MISSING = ("link delay/jitter needs the netem qdisc (sch_netem), which this kernel lacks; "
-                 "the lab has no userspace delay element yet: drop delay= (rate= and loss= work)")
+                 "drop delay= (rate= and loss= work), or run on a kernel that has it in a VM: "
+                 "mptcplab vm run --kernel 6.12 -- COMMAND")
 
 _running: weakref.WeakSet[Lab] = weakref.WeakSet()
 _netem: bool | None = None
@@ -302,15 +304,11 @@ class Lab:
         node = host.node
         batch = Batch(sock, node.name)
         if node.limits is not None:
-            attrs = []
-            if node.limits.add_addr_accepted is not None:
-                attrs.append(("MPTCP_PM_ATTR_RCV_ADD_ADDRS", node.limits.add_addr_accepted))
-            if node.limits.subflows is not None:
-                attrs.append(("MPTCP_PM_ATTR_SUBFLOWS", node.limits.subflows))
+            attrs = pm_netlink.limits_attrs(node.limits.subflows, node.limits.add_addr_accepted)
             batch.genl(pm_netlink.MPTCP_PM_NAME, pm_netlink.mptcp_pm_msg,
                        pm_netlink.MPTCP_PM_CMD_SET_LIMITS, attrs, "MPTCP limits")
         for ep in node.endpoints:
-            attrs = pm_netlink.endpoint_attrs(
+            attrs = pm_netlink.address_attrs(
                 addr=str(ep.addr), id=ep.id, port=ep.port, flags=ep.flags,
                 ifindex=index[ep.dev] if ep.dev is not None else None)
             batch.genl(pm_netlink.MPTCP_PM_NAME, pm_netlink.mptcp_pm_msg,

@@ -26,7 +26,7 @@ IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MPTCP_SYSCTL_DIR = "/proc/sys/net/mptcp"
-ENDPOINT_FLAGS = ("signal", "subflow", "backup", "fullmesh")
+ENDPOINT_FLAGS = ("signal", "subflow", "backup", "fullmesh", "laminar")
 POLICY_TABLE_BASE = 100      # table 101, 102, ... : one per link of a multihomed host
 POLICY_PREF_BASE = 1000      # rule priorities, well before main (32766)
 
@@ -122,7 +122,7 @@ class Node:
 
     def endpoint(self, addr: str, *flags: str, id: int | None = None, port: int | None = None,
                  dev: str | None = None) -> Node:
-        """Declare an MPTCP endpoint; flags among signal, subflow, backup, fullmesh."""
+        """Declare an MPTCP endpoint; flags among signal, subflow, backup, fullmesh, laminar."""
         try:
             ip = ipaddress.ip_address(addr)
         except ValueError:

@@ -1,5 +1,12 @@
 """A raw MPTCP endpoint driven from Python, for facing the kernel with crafted segments.
 
+Every MPTCP option of its handshakes can be overridden (``DEFAULT`` keeps the option,
+``None`` leaves it out, a dict or a function changes fields of it, bytes replace it), as initiator
+(``connect(syn=, third_ack=)``, ``join(syn=, third_ack=)``) and as listener
+(``listen(port, synack=, join_synack=, fourth_ack=)``); its DSNs and Data ACKs go out in 64 or
+32 bits (``dsn32``, ``ack32``); it can withhold what a stack owes (``withhold={"dss"}``: its
+ACKs carry no DSS; ``auto_ack=False``: no ACK at all).
+
 The peer lives in one host of a lab topology (a namespace where the kernel has no socket for
 its ports). It builds every segment itself — IP and TCP with ``struct``, MPTCP options with the
 lab's layers, keys, tokens, HMACs and checksums with the lab's crypto — and sends it through a
@@ -19,11 +26,11 @@ peer's ports (it knows no socket for them); the rule goes away with the peer or 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import random
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mptcplab import crypto
-from mptcplab.capture import LINKTYPE_RAW
+from mptcplab.capture import LINKTYPE_RAW, PcapWriter
 from mptcplab.decode import Segment, segment_from_frame
 from mptcplab.errors import LabError
 from mptcplab.layers import (
@@ -45,39 +52,18 @@ from mptcplab.layers import (
 )
 from mptcplab.layers import craft
 from mptcplab.describe import describe
+from mptcplab.peer.rst import OWN_MARK, ruleset
+from mptcplab.peer.segment import ACK, FIN, PSH, RST, SYN, build_segment
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+FRAME_SNAP = 256                   # bytes kept of each frame the peer's namespace saw
 PORT_RANGE = (40000, 40999)        # the peer's own source ports (their RSTs are dropped)
-PEER_MARK = 0x6D70                 # SO_MARK on the peer's own segments: its RSTs pass the rule
+PEER_MARK = OWN_MARK               # SO_MARK on the peer's own segments: its RSTs pass the rule
 SO_MARK = 36
 MSS = 1400
-WINDOW = 65535
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
-
-# TCP flag bits
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-
-
-def build_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
-                  options: bytes = b"", payload: bytes = b"", window: int = WINDOW) -> bytes:
-    """An IPv4 or IPv6 packet carrying one TCP segment, checksums filled in."""
-    options += b"\0" * (-len(options) % 4)
-    doff = (20 + len(options)) // 4
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & U32, ack & U32, doff << 4, flags,
-                      window, 0, 0) + options + payload
-    if ":" in src:
-        s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
-        pseudo = s + d + struct.pack("!IxxxB", len(tcp), 6)
-        tcp = tcp[:16] + struct.pack("!H", crypto.internet_checksum(pseudo + tcp)) + tcp[18:]
-        return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + s + d + tcp
-    s, d = socket.inet_aton(src), socket.inet_aton(dst)
-    pseudo = s + d + struct.pack("!xBH", 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", crypto.internet_checksum(pseudo + tcp)) + tcp[18:]
-    header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0) + s + d
-    header = header[:10] + struct.pack("!H", crypto.internet_checksum(header)) + header[12:]
-    return header + tcp
 
 
 @dataclass
@@ -128,6 +114,52 @@ def _port_block(netns: str) -> int:
         return free[0]
 
 
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+"""The option the handshake step normally carries."""
+
+# How a handshake option is shaped: DEFAULT, None (left out), field changes, or exact bytes.
+Override = Any
+
+
+def shaped(default: MPTCPOption | None, override: Override) -> list[MPTCPOption | bytes]:
+    """The option(s) a segment carries: ``default`` changed as ``override`` says."""
+    if override is DEFAULT:
+        return [] if default is None else [default]
+    if override is None:
+        return []
+    if isinstance(override, (bytes, MPTCPOption)):
+        return [override]
+    if callable(override):
+        if default is None:
+            raise LabError("an override function needs an option to change")
+        return [override(default.copy())]
+    if isinstance(override, dict):
+        if default is None:
+            raise LabError("field overrides need an option to change")
+        opt = default.copy()
+        for name, value in override.items():
+            setattr(opt, name, value)
+        return [opt]
+    raise LabError(f"bad option override {override!r}: DEFAULT, None, a dict or bytes")
+
+
+@dataclass
+class Listener:
+    """How the peer answers the kernel's SYNs to one port (``MptcpPeer.listen``)."""
+
+    port: int
+    synack: Override = DEFAULT         # the MP_CAPABLE of the SYN-ACK
+    join_synack: Override = DEFAULT    # the MP_JOIN of a join's SYN-ACK
+    fourth_ack: bool = True            # acknowledge a join's third ACK
+    backup: bool = False               # B flag of the join SYN-ACK
+    refuse_join: bool = False          # answer join SYNs with a RST
+
+
 class ExpectationFailed(AssertionError):
     """What was expected, and every segment that arrived instead."""
 
@@ -142,7 +174,9 @@ class MptcpPeer:
     """
 
     def __init__(self, host: Any, *, version: int = 1, checksum: bool = False,
-                 key: int | None = None, auto_ack: bool = True, auto_echo: bool = True) -> None:
+                 key: int | None = None, auto_ack: bool = True, auto_echo: bool = True,
+                 dsn32: bool = False, ack32: bool = False,
+                 withhold: Iterable[str] = ()) -> None:
         self.host = host
         self.version = version
         self.checksum = checksum          # what we ask for
@@ -159,12 +193,20 @@ class MptcpPeer:
         self.fallback = False                      # the kernel answered without MPTCP
         self._fin_dsn: int | None = None           # the DSN of the kernel's DATA_FIN
         self.auto_ack, self.auto_echo = auto_ack, auto_echo
+        self.dsn32, self.ack32 = dsn32, ack32      # send 4-byte DSNs / Data ACKs
+        self.withhold = set(withhold)              # "dss": our ACKs carry no DSS option
+        unknown = self.withhold - {"dss"}
+        if unknown:
+            raise LabError(f"cannot withhold {', '.join(sorted(unknown))} (only: dss)")
+        self.synack: Segment | None = None         # the kernel's SYN-ACK to connect()
+        self.announced: dict[str, int] = {}        # our ADD_ADDR addresses -> their ids
+        self.ack_data_fin = True                   # False: Data ACKs stop short of its DATA_FIN
         self.mpc_data_pending = True               # v1: first data rides on MP_CAPABLE
         self.subflows: list[Subflow] = []
         self.segments: list[Segment] = []          # everything that reached the peer
         self.sent = 0
         self._cursor = 0
-        self._listeners: set[int] = set()
+        self._listeners: dict[int, Listener] = {}
         self._accepted: queue.Queue[Subflow] = queue.Queue()
         self._base_port = _port_block(host.netns)
         self._ports = iter(range(self._base_port, self._base_port + 100))
@@ -175,7 +217,9 @@ class MptcpPeer:
         for tx in (self._tx4, self._tx6):
             tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
         self._rx = host.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-        self._rx.settimeout(0.1)
+        self._rx.settimeout(0.02)                  # how soon close() stops the thread
+        self.frames: collections.deque[tuple[float, bytes, int]] = collections.deque(
+            maxlen=100_000)                        # (time, first bytes, length), both ways
         self._table = f"mptl_peer_{self._base_port}"
         host.nft(self._ruleset())
         self._stop = threading.Event()
@@ -187,13 +231,9 @@ class MptcpPeer:
     # -- set-up and teardown ---------------------------------------------------------------
 
     def _ruleset(self) -> str:
-        lo, hi, mark = self._base_port, self._base_port + 99, f"{PEER_MARK:#x}"
-        return (f"table inet {self._table} {{\n"
-                f"  set listen {{ type inet_service; }}\n"
-                f"  chain out {{ type filter hook output priority 0; policy accept;\n"
-                f"    meta mark != {mark} tcp sport {lo}-{hi} tcp flags & rst == rst drop\n"
-                f"    meta mark != {mark} tcp sport @listen tcp flags & rst == rst drop\n"
-                f"  }}\n}}\n")
+        # its own port block, and the ports it listens on (added as it listens)
+        lo, hi = self._base_port, self._base_port + 99
+        return ruleset(self._table, f"{lo}-{hi}", "@listen", sets=("listen",), mark=PEER_MARK)
 
     def close(self) -> None:
         """Stop the receive thread, drop the nft table, close the sockets."""
@@ -205,6 +245,16 @@ class MptcpPeer:
             _blocks_used.get(self.host.netns, set()).discard(self._base_port)
         for s in (self._tx4, self._tx6, self._rx):
             s.close()
+
+    def write_pcap(self, path: str) -> int:
+        """Write what the peer's namespace saw, both directions (the first FRAME_SNAP bytes of
+        each packet: headers and options), as a raw-IP pcap; returns the packet count."""
+        writer = PcapWriter(path, snaplen=FRAME_SNAP)
+        frames = list(self.frames)
+        for when, data, length in frames:
+            writer.write(when, LINKTYPE_RAW, data, length)
+        writer.close()
+        return len(frames)
 
     def __enter__(self) -> MptcpPeer:
         return self
@@ -256,19 +306,23 @@ class MptcpPeer:
     @property
     def data_ack(self) -> int:
         """The DSN we acknowledge: the kernel's next byte (after a DATA_FIN, one past it)."""
-        return (self.rcv_base + len(self.received) + self.remote_data_fin) & U64
+        fin = self.remote_data_fin and self.ack_data_fin
+        return (self.rcv_base + len(self.received) + fin) & U64
 
     def _dss(self, *, data_ack: bool = True, mapping: tuple[int, int, int] | None = None,
-             payload: bytes = b"", fin: bool = False, checksum: int | None = None) -> MPDSS:
+             payload: bytes = b"", fin: bool = False, checksum: int | None = None,
+             with_checksum: bool | None = None) -> MPDSS:
         fields: dict[str, Any] = {"flags": 0}
         flags = 0
         if data_ack and self.remote_key is not None:
-            flags |= 0x03
-            fields["data_ack"] = self.data_ack
+            flags |= 0x01 if self.ack32 else 0x03
+            fields["data_ack"] = self.data_ack & (U32 if self.ack32 else U64)
         if mapping is not None:
-            flags |= 0x0C
-            fields["dsn"], fields["ssn"], fields["data_level_len"] = mapping
-            if self.csum:
+            flags |= 0x04 if self.dsn32 else 0x0C
+            fields["dsn"] = mapping[0] & (U32 if self.dsn32 else U64)
+            fields["ssn"], fields["data_level_len"] = mapping[1], mapping[2]
+            with_csum = self.csum if with_checksum is None else with_checksum
+            if with_csum:    # always over the 64-bit DSN (RFC 8684 3.3.1)
                 fields["checksum"] = checksum if checksum is not None else crypto.dss_checksum(
                     mapping[0], mapping[1], mapping[2], payload)
         if fin:
@@ -279,28 +333,36 @@ class MptcpPeer:
     # -- the MP_CAPABLE handshake -----------------------------------------------------------
 
     def connect(self, dst: str, dport: int, *, src: str | None = None,
-                sport: int | None = None, timeout: float = 3.0) -> Subflow:
-        """Open the connection: SYN, SYN-ACK, third ACK with both keys (RFC 8684 3.1)."""
+                sport: int | None = None, timeout: float = 3.0, syn: Override = DEFAULT,
+                third_ack: Override = DEFAULT) -> Subflow:
+        """Open the connection: SYN, SYN-ACK, third ACK with both keys (RFC 8684 3.1).
+
+        ``syn`` / ``third_ack`` reshape the MP_CAPABLE of those segments (``None``: left out;
+        ``{"version": 2}``, ``{"flags": "BH"}``: fields changed; bytes: sent as they are).
+        A SYN-ACK without a v1 MP_CAPABLE with a key means fallback: ``self.fallback``.
+        The kernel's SYN-ACK is kept in ``self.synack``; a RST instead raises."""
         sf = self._new_subflow(dst, dport, src, sport)
-        flags = 0x80 * self.checksum | 0x01
-        syn_opt = MPTCPOption(bytes(craft.capable(self.version, sender_key=self.key,
-                                                  checksum=self.checksum)
-                                    if self.version == 0 else
-                                    craft.capable(1, checksum=self.checksum)))
+        default = (craft.capable(0, sender_key=self.key, checksum=self.checksum)
+                   if self.version == 0 else craft.capable(1, checksum=self.checksum))
         sf.state = "syn-sent"
-        self.transmit(sf, SYN, [syn_opt], extra_options=b"\x02\x04" + MSS.to_bytes(2, "big"))
-        seg, _ = self.expect(tcp_flags="SA", timeout=timeout,
-                             where=lambda s, o: s.dport == sf.sport)
+        self.transmit(sf, SYN, shaped(MPTCPOption(bytes(default)), syn),
+                      extra_options=b"\x02\x04" + MSS.to_bytes(2, "big"))
+        seg, _ = self.expect(timeout=timeout, where=lambda s, o: s.dport == sf.sport and
+                             ("R" in s.tcp_flags or set("SA") <= set(s.tcp_flags)))
+        if "R" in seg.tcp_flags:
+            sf.state = "reset"
+            raise self._failure("a SYN-ACK, got a RST")
+        self.synack = seg
         sf.irs, sf.rcv_nxt = seg.seq, (seg.seq + 1) & U32
         opt = next((o for o in seg.options if o["subtype"] == "MP_CAPABLE"), None)
-        if opt is None or "sender_key" not in opt:     # the kernel answered as plain TCP
-            self.fallback = True
+        if opt is None or "sender_key" not in opt or opt["version"] != self.version:
+            self.fallback = True                       # the kernel answered as plain TCP
             self.transmit(sf, ACK)
         else:
-            self._learn_remote_key(opt["sender_key"], "A" in opt["flags"] or bool(flags & 0x80))
-            self.transmit(sf, ACK, [craft.capable(self.version, sender_key=self.key,
-                                                  receiver_key=self.remote_key,
-                                                  checksum=self.checksum)])
+            self._learn_remote_key(opt["sender_key"], "A" in opt["flags"] or self.checksum)
+            default_ack = craft.capable(self.version, sender_key=self.key,
+                                        receiver_key=self.remote_key, checksum=self.csum)
+            self.transmit(sf, ACK, shaped(default_ack, third_ack))
         sf.state = "established"
         sf.established.set()
         return sf
@@ -311,10 +373,19 @@ class MptcpPeer:
         self.rcv_base = (self.remote_idsn + 1) & U64
         self.csum = self.checksum or checksum
 
-    def listen(self, port: int) -> None:
-        """Answer the kernel's MP_CAPABLE and MP_JOIN SYNs to ``port`` (peer as server)."""
-        self._listeners.add(port)
+    def listen(self, port: int, *, synack: Override = DEFAULT, join_synack: Override = DEFAULT,
+               fourth_ack: bool = True, backup: bool = False,
+               refuse_join: bool = False) -> Listener:
+        """Answer the kernel's MP_CAPABLE and MP_JOIN SYNs to ``port`` (peer as server).
+
+        ``synack`` reshapes the SYN-ACK's MP_CAPABLE, ``join_synack`` a join's MP_JOIN
+        (``{"truncated_hmac": 0}``, ``None`` for a SYN-ACK without it); ``backup`` sets B in
+        the join SYN-ACK; ``fourth_ack=False`` never acknowledges a join's third ACK;
+        ``refuse_join`` answers join SYNs with a RST. The Listener can be changed later."""
+        listener = Listener(port, synack, join_synack, fourth_ack, backup, refuse_join)
+        self._listeners[port] = listener
         self.host.nft(f"add element inet {self._table} listen {{ {port} }}\n")
+        return listener
 
     def accept(self, timeout: float = 3.0) -> Subflow:
         """The next subflow the kernel opened to a listening port (MP_CAPABLE or MP_JOIN)."""
@@ -327,7 +398,8 @@ class MptcpPeer:
 
     def join(self, dst: str, dport: int, *, src: str | None = None, addr_id: int = 1,
              backup: bool = False, token: int | None = None, bad_hmac: bool = False,
-             timeout: float = 3.0) -> Subflow:
+             timeout: float = 3.0, syn: Override = DEFAULT,
+             third_ack: Override = DEFAULT) -> Subflow:
         """Add a subflow (RFC 8684 3.2): SYN with the kernel's token, SYN-ACK whose HMAC we
         check, third ACK with ours (spoiled with ``bad_hmac``). With a wrong ``token`` or
         ``bad_hmac`` the kernel resets: the subflow comes back in state "reset"."""
@@ -336,20 +408,24 @@ class MptcpPeer:
         sf = self._new_subflow(dst, dport, src, None)
         sf.join, sf.backup, sf.addr_id = True, backup, addr_id
         sf.local_nonce = random.getrandbits(32)
-        syn = craft.join_syn(peer_key=self.remote_key, nonce=sf.local_nonce, addr_id=addr_id,
-                             backup=backup, version=self.version)
+        join_opt = craft.join_syn(peer_key=self.remote_key, nonce=sf.local_nonce,
+                                  addr_id=addr_id, backup=backup, version=self.version)
         if token is not None:
-            syn.token = token
+            join_opt.token = token
         sf.state = "syn-sent"
-        self.transmit(sf, SYN, [syn], extra_options=b"\x02\x04" + MSS.to_bytes(2, "big"))
+        self.transmit(sf, SYN, shaped(join_opt, syn),
+                      extra_options=b"\x02\x04" + MSS.to_bytes(2, "big"))
         seg, _ = self.expect(tcp_flags="", timeout=timeout,
                              where=lambda s, o: s.dport == sf.sport and
                              ("R" in s.tcp_flags or "S" in s.tcp_flags))
         if "R" in seg.tcp_flags:
             sf.state = "reset"
             return sf
-        opt = next(o for o in seg.options if o["subtype"] == "MP_JOIN")
         sf.irs, sf.rcv_nxt = seg.seq, (seg.seq + 1) & U32
+        opt = next((o for o in seg.options if o["subtype"] == "MP_JOIN"), None)
+        if opt is None or "truncated_hmac" not in opt:
+            sf.state = "no-join"            # a SYN-ACK without MP_JOIN: caller decides
+            return sf
         sf.remote_nonce, sf.remote_addr_id = opt["nonce"], opt["addr_id"]
         sf.hmac_ok = opt["truncated_hmac"] == crypto.join_synack_hmac(
             self.remote_key, self.key, sf.remote_nonce, sf.local_nonce, self.version)
@@ -359,25 +435,42 @@ class MptcpPeer:
         if bad_hmac:
             ack.hmac = bytes(20 - len(b"spoiled")) + b"spoiled"
         sf.state = "joining"              # before sending: the fourth ACK can beat us back
-        self.transmit(sf, ACK, [ack])
+        self.transmit(sf, ACK, shaped(ack, third_ack))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and sf.state == "joining":
             with self._lock:
                 self._arrived.wait(0.05)
         return sf
 
+    def complete_join(self, sf: Subflow) -> None:
+        """Send the fourth ACK a listener with ``fourth_ack=False`` held back."""
+        self.ack(sf)
+        sf.state = "established"
+        sf.established.set()
+
     # -- data -------------------------------------------------------------------------------
 
     def send(self, data: bytes, sf: Subflow | None = None, *, corrupt_checksum: bool = False,
-             mpc: bool | None = None) -> None:
+             mpc: bool | None = None, dsn: int | None = None, checksum: bool | None = None,
+             mapping: bool = True) -> None:
         """Send ``data`` on ``sf`` (the first subflow by default) with DSS mappings, one per
         segment, checksummed when the connection uses checksums. In v1 the very first data
-        rides on MP_CAPABLE (RFC 8684 3.1) unless ``mpc=False``."""
+        rides on MP_CAPABLE (RFC 8684 3.1) unless ``mpc=False``.
+
+        ``dsn`` maps the data there instead of at the next DSN (a duplicate, a hole, out of
+        window; the next DSN does not move); ``checksum`` True/False adds or leaves out the
+        DSS checksum whatever was negotiated; ``mapping=False`` sends the bytes with a DSS
+        carrying only a Data ACK (data without a mapping)."""
         sf = sf or self.subflows[0]
         use_mpc = self.version == 1 and self.mpc_data_pending and not sf.join and \
-            (mpc if mpc is not None else True)
+            (mpc if mpc is not None else True) and dsn is None and mapping
+        next_dsn = self.snd_dsn if dsn is None else dsn
         for start in range(0, len(data), MSS):
             chunk = data[start:start + MSS]
+            if not mapping:
+                self.transmit(sf, ACK | PSH, [] if "dss" in self.withhold else [self._dss()],
+                              chunk)
+                continue
             if use_mpc:
                 opt: MPTCPOption = craft.capable(1, sender_key=self.key,
                                                  receiver_key=self.remote_key,
@@ -386,12 +479,14 @@ class MptcpPeer:
                     opt.checksum ^= 0xFFFF
                 self.mpc_data_pending = use_mpc = False
             else:
-                mapping = (self.snd_dsn, sf.ssn, len(chunk))
-                opt = self._dss(mapping=mapping, payload=chunk)
-                if corrupt_checksum and self.csum:
+                opt = self._dss(mapping=(next_dsn, sf.ssn, len(chunk)), payload=chunk,
+                                with_checksum=checksum)
+                if corrupt_checksum and "checksum" in opt.fields:
                     opt.checksum ^= 0xFFFF
             self.transmit(sf, ACK | PSH, [opt], chunk)
-            self.snd_dsn = (self.snd_dsn + len(chunk)) & U64
+            next_dsn = (next_dsn + len(chunk)) & U64
+            if dsn is None:
+                self.snd_dsn = next_dsn
 
     def data_fin(self, sf: Subflow | None = None) -> None:
         """DATA_FIN without data: subflow sequence 0, data-level length 1 (RFC 8684 3.3.3)."""
@@ -402,7 +497,8 @@ class MptcpPeer:
     def ack(self, sf: Subflow | None = None, *options: MPTCPOption) -> None:
         """A pure ACK with our data ack, plus any options."""
         sf = sf or self.subflows[0]
-        self.transmit(sf, ACK, [self._dss(), *options])
+        dss = [] if "dss" in self.withhold else [self._dss()]
+        self.transmit(sf, ACK, [*dss, *options])
 
     def recv(self, n: int, timeout: float = 3.0) -> bytes:
         """Wait for ``n`` bytes of the kernel's data stream (in DSN order); return them."""
@@ -425,6 +521,8 @@ class MptcpPeer:
                              addr=addr, port=port)
         if bad_hmac:
             opt.hmac ^= 0xFFFF
+        else:
+            self.announced[addr] = addr_id
         self.ack(sf, opt)
         return opt
 
@@ -465,9 +563,11 @@ class MptcpPeer:
                     continue
                 except OSError:
                     return
+                now = time.time()
+                self.frames.append((now, data[:FRAME_SNAP], len(data)))
                 if addr[2] == PACKET_OUTGOING:
                     continue
-                seg = segment_from_frame(data, LINKTYPE_RAW, 0, time.time())
+                seg = segment_from_frame(data, LINKTYPE_RAW, 0, now)
                 if seg is None:
                     continue
                 sf = self._ours(seg)
@@ -524,8 +624,8 @@ class MptcpPeer:
                              **({"port": add["port"]} if add["port"] is not None else {}))
             self.ack(sf, echo)
             acked = False
-        if (acked or (self.remote_data_fin and opts.get("DSS", {}).get("data_fin"))) \
-                and self.auto_ack:
+        if (acked or (self.remote_data_fin and self.ack_data_fin and
+                      opts.get("DSS", {}).get("data_fin"))) and self.auto_ack:
             self.ack(sf)
 
     def _deliver(self, sf: Subflow, seg: Segment) -> None:
@@ -549,23 +649,31 @@ class MptcpPeer:
                      rcv_nxt=(seg.seq + 1) & U32, state="syn-received")
         sf.snd_nxt = sf.iss
         mss = b"\x02\x04" + MSS.to_bytes(2, "big")
+        listener = self._listeners[seg.dport]
         if "MP_CAPABLE" in opts:
             cap = opts["MP_CAPABLE"]
             self.csum = self.checksum or "A" in cap["flags"]
             with self._lock:
                 self.subflows.append(sf)
-            self.transmit(sf, SYN | ACK, [craft.capable(self.version, sender_key=self.key,
-                                                        checksum=self.csum)], extra_options=mss)
+            default = craft.capable(self.version, sender_key=self.key, checksum=self.csum)
+            self.transmit(sf, SYN | ACK, shaped(default, listener.synack), extra_options=mss)
         elif "MP_JOIN" in opts and opts["MP_JOIN"]["token"] == self.token:
             join = opts["MP_JOIN"]
             sf.join, sf.remote_nonce, sf.remote_addr_id = True, join["nonce"], join["addr_id"]
             sf.backup, sf.local_nonce = join["backup"], random.getrandbits(32)
+            sf.addr_id = self.announced.get(sf.src, 0)     # the id we announced it with
             with self._lock:
                 self.subflows.append(sf)
-            self.transmit(sf, SYN | ACK, [craft.join_synack(
+            if listener.refuse_join:
+                self.transmit(sf, RST | ACK, seq=0)
+                sf.state = "reset"
+                return
+            default = craft.join_synack(
                 own_key=self.key, peer_key=self.remote_key, own_nonce=sf.local_nonce,
-                peer_nonce=sf.remote_nonce, addr_id=sf.addr_id, version=self.version)],
-                extra_options=mss)
+                peer_nonce=sf.remote_nonce, addr_id=sf.addr_id, backup=listener.backup,
+                version=self.version)
+            self.transmit(sf, SYN | ACK, shaped(default, listener.join_synack),
+                          extra_options=mss)
 
     def _finish_passive(self, seg: Segment, sf: Subflow, opts: dict[str, dict[str, Any]]) -> None:
         if not sf.join and "MP_CAPABLE" in opts:
@@ -577,7 +685,11 @@ class MptcpPeer:
             if not sf.hmac_ok:
                 self.reset(sf)
                 return
-            self.transmit(sf, ACK, [self._dss()])     # the fourth ACK
+            if not self._listeners[sf.sport].fourth_ack:
+                sf.state = "third-ack-received"       # until complete_join(sf)
+                self._accepted.put(sf)
+                return
+            self.ack(sf)                               # the fourth ACK
         sf.state = "established"
         sf.established.set()
         self._accepted.put(sf)
