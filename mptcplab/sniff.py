@@ -43,7 +43,6 @@ from mptcplab.capture import (
 )
 from mptcplab.decode import TCP_FLAG_LETTERS, ip_offset, segment_from_frame
 from mptcplab.errors import ExitStatus, LabError
-from mptcplab.wire import dss_length
 from mptcplab.report import (
     ASCII_MARKS,
     UNICODE_MARKS,
@@ -53,6 +52,7 @@ from mptcplab.report import (
     summary_json,
     summary_text,
 )
+from mptcplab.wire import dss_length
 
 _U16 = struct.Struct("!H").unpack_from
 _U32 = struct.Struct("!I").unpack_from

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from capture_paths import OTHERS, OWN
 
 from mptcplab.cli import main
 from mptcplab.describe import endpoint
 from mptcplab.wire import SUBTYPE_NAMES
-
-from capture_paths import OTHERS, OWN
 
 CAPTURES = OWN + OTHERS
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,

@@ -13,11 +13,11 @@ import io
 import os
 import random
 import struct
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from capture_paths import OTHERS, OWN
 
 from mptcplab.capture import LINKTYPE_ETHERNET, RecordTuple, iter_file, iter_stream
 from mptcplab.cli import main
@@ -25,8 +25,6 @@ from mptcplab.decode import ip_offset
 from mptcplab.errors import BadInput, ExitStatus
 from mptcplab.report import summary_json
 from mptcplab.sniff import JsonEmitter, TextEmitter, new_tracker, pump
-
-from capture_paths import OTHERS, OWN
 
 SCALE = max(1, int(os.environ.get("MPTCPLAB_FUZZ", "1")))
 CAPTURES = OWN + OTHERS
@@ -349,7 +347,7 @@ def test_a_pcapng_option_header_without_its_value_is_bad_input(tmp_path: Path) -
     path.write_bytes(pcapng(records_of(OWN[0])[:3], last_option=bytes.fromhex("0900ffff")))
     for argv in (["sniff", "-r", str(path)], ["sniff", "-r", str(path), "--summary"],
                  ["decode", str(path)]):
-        code, out, err = _cli(*argv)
+        code, _, err = _cli(*argv)
         assert code == ExitStatus.BAD_INPUT, err
         assert err == f"mptcplab: error: {path}: interface block at byte 28: an option " \
                       "runs past the end of the block\n"

@@ -455,7 +455,7 @@ def test_each_command_gets_the_same_parser_alone_as_in_the_whole() -> None:
 
 def test_a_typo_in_the_command_lists_every_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "mptcplab.cli", "snif", "-r", "x"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == ExitStatus.USAGE
     assert "invalid choice: 'snif'" in proc.stderr
     assert all(f"'{name}'" in proc.stderr for name in ("decode", "sniff", "topo"))

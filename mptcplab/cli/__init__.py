@@ -48,7 +48,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _print_traceback() -> None:
-    import traceback        # only on request: it is not small
+    import traceback  # only on request: it is not small
 
     traceback.print_exc()
 
