@@ -19,7 +19,8 @@ output waits for (``Annotated.pending``).
 ``Tracker.feed`` is the reference path, one decoded ``Segment`` at a time. The sniffer's fast
 path (``mptcplab.sniff``) updates the same ``Half`` counters directly for the segments that
 change nothing else (pure DSS acks and mappings without checksum); the tests hold both paths to
-the same results.
+the same results. What the sniffer keeps for its output lives in its own ``Half`` subclass
+(``Tracker(half_type=...)``): nothing here knows how the results are rendered.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import bisect
 import socket
 import struct
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from mptcplab import crypto
@@ -166,10 +166,6 @@ class Half:
         "bytes",
         "checks",
         "isn",
-        "json_addr",
-        "json_ids",
-        "json_opt",
-        "json_raw",
         "mapped",
         "nxt",
         "open",
@@ -197,10 +193,11 @@ class Half:
         self.checks: dict[tuple[int, int, int, int], MappingCheck] = {}
         self.recent: deque[tuple[int, bytes, int]] = deque()   # (rel. seq, captured, length)
         self.recent_bytes = 0
-        self.json_addr: str | None = None       # cached JSON fragments (see sniff.py)
-        self.json_ids: str | None = None
-        self.json_raw = b""                     # the last DSS option's bytes, and its JSON
-        self.json_opt = ""
+
+    def relabel(self) -> None:
+        """The subflow's connection and number changed (an orphan turned out to be a
+        connection's first subflow). Nothing here depends on them; a subclass keeping
+        something that does drops it here."""
 
     @property
     def side(self) -> int | None:
@@ -239,14 +236,15 @@ class Subflow:
     )
 
     def __init__(self, conn: Connection | None, kind: str, src: str, sport: int, dst: str,
-                 dport: int, sides: tuple[int | None, int | None]) -> None:
+                 dport: int, sides: tuple[int | None, int | None],
+                 half_type: type[Half] = Half) -> None:
         self.conn = conn
         self.number: int | None = None
         self.kind = kind
         self.src, self.sport, self.dst, self.dport = src, sport, dst, dport   # initiator first
         self.sides = sides                  # (initiator's role, listener's role)
-        self.fwd = Half(self, 0)
-        self.rev = Half(self, 1)
+        self.fwd = half_type(self, 0)
+        self.rev = half_type(self, 1)
         self.nonces: list[int | None] = [None, None]     # initiator's, listener's (MP_JOIN)
         self.addr_ids: list[int | None] = [0, 0] if kind == INITIAL else [None, None]
         self.backup = [False, False]        # each end's latest wish (MP_JOIN B, MP_PRIO)
@@ -255,12 +253,15 @@ class Subflow:
     def half_of(self, side: int) -> Half:
         return self.fwd if self.sides[0] == side else self.rev
 
-    def as_dict(self) -> dict[str, Any]:
-        """The subflow as the JSON summary lists it."""
-        return {"subflow": self.number, "src": self.src, "sport": self.sport, "dst": self.dst,
-                "dport": self.dport, "backup": any(self.backup),
-                "bytes_to_server": self.half_of(CLIENT).bytes,
-                "bytes_to_client": self.half_of(SERVER).bytes}
+    def is_backup(self) -> bool:
+        """Either end asked for the subflow to be a backup."""
+        return any(self.backup)
+
+    def bytes_to_server(self) -> int:
+        return self.half_of(CLIENT).bytes
+
+    def bytes_to_client(self) -> int:
+        return self.half_of(SERVER).bytes
 
 
 class Connection:
@@ -306,27 +307,18 @@ class Connection:
                 return any(h.bytes and not h.mapped for h in (sub.fwd, sub.rev))
         return False
 
-    def as_dict(self) -> dict[str, Any]:
-        """The connection as the JSON summary lists it."""
-        return {"connection": self.number, "version": self.version,
-                "client_key": self.keys[CLIENT], "server_key": self.keys[SERVER],
-                "client_token": self.tokens[CLIENT], "server_token": self.tokens[SERVER],
-                "client_idsn": self.idsns[CLIENT], "server_idsn": self.idsns[SERVER],
-                "checksum": self.checksum, "fallback": self.fell_back(),
-                "subflows": [s.as_dict() for s in self.subflows]}
 
-
-@dataclass(slots=True)
 class Annotated:
     """A segment with what the tracker made of it: its connection and subflow, and per option
     the verdicts to add to its fields (a ``MappingCheck`` while a checksum is still open)."""
 
-    seg: Segment
-    half: Half | None
-    connection: int | None
-    subflow: int | None
-    extras: list[dict[str, Any] | None]
-    checks: list[MappingCheck] = field(default_factory=list)
+    __slots__ = ("checks", "connection", "extras", "half", "seg", "subflow")
+
+    def __init__(self, seg: Segment, half: Half | None, connection: int | None,
+                 subflow: int | None, extras: list[dict[str, Any] | None]) -> None:
+        self.seg, self.half, self.connection, self.subflow = seg, half, connection, subflow
+        self.extras = extras
+        self.checks: list[MappingCheck] = []
 
     @property
     def pending(self) -> bool:
@@ -345,11 +337,16 @@ class Annotated:
 
 
 class Tracker:
-    """Connections and subflows from segments, in capture order."""
+    """Connections and subflows from segments, in capture order.
+
+    ``half_type``: the class of each subflow direction, a ``Half`` subclass when a consumer
+    (the sniffer's fast path) keeps its own per-direction state on it.
+    """
 
     HOLD = 4096     # frames an open checksum may wait for its bytes before it is given up
 
-    def __init__(self) -> None:
+    def __init__(self, half_type: type[Half] = Half) -> None:
+        self.half_type = half_type
         self.flows: dict[bytes, Half] = {}
         self.tokens: dict[int, tuple[Connection, int]] = {}
         self.connections: list[Connection] = []
@@ -407,11 +404,11 @@ class Tracker:
             if capable is not None:
                 conn = self._connection()
                 sub = Subflow(conn, INITIAL, seg.src, seg.sport, seg.dst, seg.dport,
-                              (CLIENT, SERVER))
+                              (CLIENT, SERVER), self.half_type)
             elif join is not None and "token" in join:
                 conn, owner = self._by_token(join["token"])
                 sub = Subflow(conn, JOINED, seg.src, seg.sport, seg.dst, seg.dport,
-                              (1 - owner, owner))
+                              (1 - owner, owner), self.half_type)
                 sub.nonces[0], sub.addr_ids[0] = join["nonce"], join["addr_id"]
                 sub.backup[0] = join["backup"]
             else:                        # plain TCP (perhaps reusing a subflow's ports)
@@ -426,7 +423,7 @@ class Tracker:
                 return None
             conn = self._connection()
             sub = Subflow(conn, INITIAL, seg.dst, seg.dport, seg.src, seg.sport,
-                          (CLIENT, SERVER))
+                          (CLIENT, SERVER), self.half_type)
             self._register(sub, reverse_key(key))
             half = sub.rev
         elif half.subflow.kind == INITIAL and capable is None and half.role == 1:
@@ -443,11 +440,12 @@ class Tracker:
         """MPTCP on a flow whose SYN was not captured."""
         if capable is not None and "receiver_key" in capable:     # a third ACK: from client
             sub = Subflow(None, INITIAL, seg.src, seg.sport, seg.dst, seg.dport,
-                          (CLIENT, SERVER))
+                          (CLIENT, SERVER), self.half_type)
             self._register(sub, key)
             self._adopt(sub, 0)
             return sub.fwd
-        sub = Subflow(None, UNKNOWN, seg.src, seg.sport, seg.dst, seg.dport, (None, None))
+        sub = Subflow(None, UNKNOWN, seg.src, seg.sport, seg.dst, seg.dport, (None, None),
+                      self.half_type)
         self._register(sub, key)
         self.orphans.append(sub)
         return sub.fwd
@@ -462,7 +460,8 @@ class Tracker:
         conn = self._connection()
         conn.subflows.append(sub)
         sub.conn, sub.number = conn, 1
-        sub.fwd.json_ids = sub.rev.json_ids = None
+        sub.fwd.relabel()
+        sub.rev.relabel()
 
     def _connection(self) -> Connection:
         conn = Connection(len(self.connections) + 1)
@@ -528,7 +527,7 @@ class Tracker:
                 self.hmacs.add(valid)
             conn.add_addrs.append({"frame": seg.frame, "side": side, "echo": opt["echo"],
                                    "addr_id": opt["addr_id"], "addr": opt["addr"],
-                                   "port": opt["port"], "hmac": opt["hmac"] is not None,
+                                   "port": opt["port"], "hmac": opt["hmac"],
                                    "hmac_valid": valid})
             return {"hmac_valid": valid}
         if kind == "REMOVE_ADDR":
@@ -694,13 +693,6 @@ class Tracker:
         for half in self.flows.values():
             half.open = []
 
-    # -- results ---------------------------------------------------------------------------
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON summary: packets, MPTCP packets, and each connection with its subflows."""
-        return {"type": "summary", "packets": self.packets, "mptcp_packets": self.mptcp_packets,
-                "connections": [c.as_dict() for c in self.connections]}
-
 
 def _first(opts: list[dict[str, Any]], subtype: str) -> dict[str, Any] | None:
     for opt in opts:
@@ -745,21 +737,30 @@ class Spans:
         ends[i:j] = [hi]
 
 
-@dataclass(slots=True)
 class Placed:
     """One payload segment of a tracked connection, placed in the data stream of its sender.
 
     ``dsn`` is relative: the first byte of the sender's stream is 1 (its IDSN + 1 when the keys
     were seen, else the first data sequence number the capture showed). None when no mapping
-    covers the segment."""
+    covers the segment. (A plain class, as the module's others: the sniffer starts without
+    importing dataclasses.)"""
 
-    ann: Annotated
-    side: int                # CLIENT or SERVER: who sent the bytes
-    subflow: int
-    dsn: int | None
-    length: int
-    retransmission: bool     # the subflow had carried these bytes before
-    reinjection: bool        # another subflow had carried these bytes before
+    __slots__ = ("ann", "dsn", "length", "reinjection", "retransmission", "side", "subflow")
+
+    def __init__(self, ann: Annotated, side: int, subflow: int, dsn: int | None, length: int,
+                 retransmission: bool, reinjection: bool) -> None:
+        self.ann = ann
+        self.side = side                        # CLIENT or SERVER: who sent the bytes
+        self.subflow = subflow
+        self.dsn = dsn
+        self.length = length
+        self.retransmission = retransmission    # the subflow had carried these bytes before
+        self.reinjection = reinjection          # another subflow had carried these bytes before
+
+    def __repr__(self) -> str:
+        return (f"Placed(frame={self.ann.seg.frame}, side={self.side}, subflow={self.subflow}, "
+                f"dsn={self.dsn}, length={self.length}, "
+                f"retransmission={self.retransmission}, reinjection={self.reinjection})")
 
 
 class DataLevel:

@@ -11,8 +11,6 @@ complete record before the damage has been yielded, so nothing decodable is lost
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
 import os
 import re
@@ -21,16 +19,19 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-from mptcplab import namespaces, privileges
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool, NotRoot
-from mptcplab.namespaces import NETNS_DIR
+
+if TYPE_CHECKING:
+    import subprocess
+
+# ctypes (the BPF compiler), subprocess and the namespace helpers (live capture) are imported
+# where they are used, and no dataclass is defined here: reading a file needs none of them, and
+# they are a good part of the sniffer's start-up (`python3 -X importtime`).
 
 
 # Link types this lab decodes (tcpdump's LINKTYPE_* numbers).
@@ -50,8 +51,7 @@ _PCAP_MAGICS = {
 _PCAPNG_SHB = 0x0A0D0D0A
 
 
-@dataclass(slots=True)
-class Record:
+class Record(NamedTuple):
     """One captured frame: its 1-based index in the file, time, link type and bytes."""
 
     index: int
@@ -198,7 +198,11 @@ def _pcapng_stream(read: Callable[[int], bytes], name: str,
                            f"for its type ({blen} bytes)")
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
-            interfaces.append((linktype, _tsresol(body[8:], endian)))
+            tick = _tsresol(body[8:], endian)
+            if tick is None:
+                raise BadInput(f"{name}: interface block at byte {base + pos}: an option "
+                               "runs past the end of the block")
+            interfaces.append((linktype, tick))
         elif btype == 6:  # Enhanced Packet Block
             iface, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body, 0)
             if iface >= len(interfaces):
@@ -233,13 +237,18 @@ def _block_len(buf: bytes, pos: int, endian: str, name: str) -> int:
     return max(blen, 12)
 
 
-def _tsresol(options: bytes, endian: str) -> float:
-    """Seconds per timestamp tick from an IDB's if_tsresol option (default microseconds)."""
-    pos = 0
-    while pos + 4 <= len(options):
+def _tsresol(options: bytes, endian: str) -> float | None:
+    """Seconds per timestamp tick from an IDB's if_tsresol option (default microseconds);
+    None when an option header or value runs past the end of the options."""
+    pos, size = 0, len(options)
+    while pos < size:
+        if pos + 4 > size:
+            return None                 # a piece of an option header
         code, length = struct.unpack_from(endian + "HH", options, pos)
-        if code == 0:
+        if code == 0:                   # opt_endofopt
             break
+        if pos + 4 + length > size:
+            return None
         if code == 9 and length >= 1:
             value = options[pos + 4]
             return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -value
@@ -330,19 +339,21 @@ class PcapWriter:
 # Filtering a file with a BPF expression (libpcap's compiler, as tcpdump uses it)
 
 
-class _BpfProgram(ctypes.Structure):
-    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
-
-
-class _PcapPkthdr(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
-                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
-
-
 _PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 
 
-def _libpcap() -> ctypes.CDLL:
+def _libpcap() -> tuple[Any, Any, Any]:
+    """libpcap with the prototypes used here, and the two structures it takes."""
+    import ctypes
+    import ctypes.util
+
+    class BpfProgram(ctypes.Structure):
+        _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+    class PcapPkthdr(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
+                    ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
+
     name = ctypes.util.find_library("pcap")
     if name is None:
         raise MissingTool("libpcap not found (to compile the filter): install the Debian "
@@ -350,14 +361,14 @@ def _libpcap() -> ctypes.CDLL:
     lib = ctypes.CDLL(name)
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_BpfProgram), ctypes.c_char_p,
+    lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(BpfProgram), ctypes.c_char_p,
                                  ctypes.c_int, ctypes.c_uint32]
     lib.pcap_geterr.restype = ctypes.c_char_p
     lib.pcap_geterr.argtypes = [ctypes.c_void_p]
     lib.pcap_close.argtypes = [ctypes.c_void_p]
-    lib.pcap_offline_filter.argtypes = [ctypes.POINTER(_BpfProgram),
-                                        ctypes.POINTER(_PcapPkthdr), ctypes.c_char_p]
-    return lib
+    lib.pcap_offline_filter.argtypes = [ctypes.POINTER(BpfProgram),
+                                        ctypes.POINTER(PcapPkthdr), ctypes.c_char_p]
+    return lib, BpfProgram, PcapPkthdr
 
 
 class BpfFilter:
@@ -367,19 +378,22 @@ class BpfFilter:
     """
 
     def __init__(self, expression: str) -> None:
+        from ctypes import byref
+
         self.expression = expression
-        self._lib = _libpcap()
-        self._programs: dict[int, _BpfProgram] = {}
-        self._hdr = _PcapPkthdr()
+        self._lib, self._program_type, header_type = _libpcap()
+        self._byref = byref
+        self._programs: dict[int, Any] = {}
+        self._hdr = header_type()
         self.program(LINKTYPE_ETHERNET)      # a syntax error shows before any record is read
 
-    def program(self, linktype: int) -> _BpfProgram:
+    def program(self, linktype: int) -> Any:
         prog = self._programs.get(linktype)
         if prog is None:
-            prog = _BpfProgram()
+            prog = self._program_type()
             handle = self._lib.pcap_open_dead(linktype, 262144)
             try:
-                if self._lib.pcap_compile(handle, ctypes.byref(prog), self.expression.encode(),
+                if self._lib.pcap_compile(handle, self._byref(prog), self.expression.encode(),
                                           1, _PCAP_NETMASK_UNKNOWN) != 0:
                     why = self._lib.pcap_geterr(handle).decode(errors="replace")
                     raise LabError(f"bad filter {self.expression!r}: {why}", ExitStatus.USAGE)
@@ -391,8 +405,8 @@ class BpfFilter:
     def matches(self, linktype: int, data: bytes, wirelen: int) -> bool:
         hdr = self._hdr
         hdr.caplen, hdr.len = len(data), wirelen
-        return self._lib.pcap_offline_filter(ctypes.byref(self.program(linktype)),
-                                             ctypes.byref(hdr), data) != 0
+        return self._lib.pcap_offline_filter(self._byref(self.program(linktype)),
+                                             self._byref(hdr), data) != 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,14 +416,27 @@ class BpfFilter:
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
-@dataclass
 class LiveStats:
     """tcpdump's end-of-capture counters (None when it did not print them)."""
 
-    captured: int | None = None
-    received: int | None = None
-    dropped_by_kernel: int | None = None
-    dropped_by_interface: int | None = None
+    __slots__ = ("captured", "dropped_by_interface", "dropped_by_kernel", "received")
+
+    def __init__(self, captured: int | None = None, received: int | None = None,
+                 dropped_by_kernel: int | None = None,
+                 dropped_by_interface: int | None = None) -> None:
+        self.captured, self.received = captured, received
+        self.dropped_by_kernel, self.dropped_by_interface = dropped_by_kernel, dropped_by_interface
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"captured": self.captured, "received": self.received,
+                "dropped_by_kernel": self.dropped_by_kernel,
+                "dropped_by_interface": self.dropped_by_interface}
+
+    def __repr__(self) -> str:
+        return "LiveStats(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LiveStats) and self.as_dict() == other.as_dict()
 
     @property
     def unread(self) -> int:
@@ -436,6 +463,8 @@ _STAT_LINES = {"packets captured": "captured", "packets received by filter": "re
 
 def netns_path(netns: str) -> str:
     """A namespace name (as `ip netns` lists it) or a path (/proc/PID/ns/net) as a path."""
+    from mptcplab.namespaces import NETNS_DIR
+
     return netns if "/" in netns else os.path.join(NETNS_DIR, netns)
 
 
@@ -464,15 +493,26 @@ class LiveCapture:
     by its PID after the backlog), dies with this process even on SIGKILL (PR_SET_PDEATHSIG),
     never drops privileges (-Z root: the death signal survives, the file is writable), and
     gets the filter after ``--``.
+
+    ``immediate`` (tcpdump's --immediate-mode): each packet leaves the kernel's ring as it
+    comes. libpcap then uses a ring of fixed-size frames (TPACKET_V2), one snap length each:
+    with the default -B 64 MiB and a snap length of 262144 that is ~250 packets, and any
+    burst longer than tcpdump's wait for the CPU is dropped (measured: 65% of a 70k packets/s
+    transfer on this machine, with tcpdump alone). Without it (TPACKET_V3) packets are packed
+    into large blocks that the kernel hands over when full or after ``BLOCK_TIMEOUT``: no
+    drops at the same rate, but up to a second of delay, and a stop waits that long for the
+    last block.
     """
 
     DRAIN_LIMIT = 2.0       # seconds a stop request waits for the backlog to be decoded
-    QUIET = 0.1             # an empty pipe (or a file not growing) this long: all is written
+    BLOCK_TIMEOUT = 1.0     # tcpdump's pcap timeout: a partly filled ring block waits this long
+    GATHER = 64 << 10       # a read returning less: wait 2 ms before the next (no immediate mode)
 
     def __init__(self, iface: str, *, netns: str | None = None, netns_fd: int | None = None,
                  path: str | os.PathLike[str] | None = None, bpf: str = "",
                  snaplen: int = 262144, count: int = 0, buffer_kib: int | None = None,
-                 packet_buffered: bool = True, where: str | None = None) -> None:
+                 packet_buffered: bool = True, immediate: bool = True,
+                 where: str | None = None) -> None:
         if iface != "any" and not _IFACE_RE.match(iface):
             raise BadInput(f"bad interface name {iface!r}")
         if not 0 < snaplen <= 262144:
@@ -484,12 +524,18 @@ class LiveCapture:
         self.buffer_kib = buffer_kib or max(8192, snaplen)
         # each packet through the pipe (or into the file) as it comes
         self.packet_buffered = packet_buffered or self.path is not None
+        self.immediate = immediate
         self.proc: subprocess.Popen[bytes] | None = None
         self.stats: LiveStats | None = None
         self.stderr = ""
         self.where = where or iface + (f" in {netns}" if netns else "")
         self._stop_at: float | None = None
         self._interrupted = False
+
+    @property
+    def quiet(self) -> float:
+        """An empty pipe (or a file not growing) this long: all that was captured is written."""
+        return 0.1 if self.immediate else self.BLOCK_TIMEOUT + 0.2
 
     @property
     def packets(self) -> int | None:
@@ -501,12 +547,12 @@ class LiveCapture:
         return self.proc is not None and self.stats is None and self.proc.poll() is None
 
     def argv(self) -> list[str]:
-        # Immediate mode: each packet leaves the ring as it comes (without it, a stop loses the
-        # block the kernel has not handed over yet). -U: a write per packet (for people
-        # watching, and so a file can be read while it grows); without it tcpdump writes in
-        # buffer-sized chunks, far fewer system calls.
-        argv = ["tcpdump", "-i", self.iface, "-w", self.path or "-", "--immediate-mode", "-n",
+        # -U: a write per packet (for people watching, and so a file can be read while it
+        # grows); without it tcpdump writes in buffer-sized chunks, far fewer system calls.
+        argv = ["tcpdump", "-i", self.iface, "-w", self.path or "-", "-n",
                 "-Z", "root", "-B", str(self.buffer_kib), "-s", str(self.snaplen)]
+        if self.immediate:
+            argv.insert(5, "--immediate-mode")
         if self.packet_buffered:
             argv.insert(5, "-U")
         if self.count:
@@ -516,6 +562,10 @@ class LiveCapture:
         return argv
 
     def start(self) -> Self:
+        import subprocess
+
+        from mptcplab import namespaces, privileges
+
         tcpdump = shutil.which("tcpdump")
         if tcpdump is None:
             raise MissingTool("tcpdump not found: install the Debian package tcpdump")
@@ -580,25 +630,36 @@ class LiveCapture:
         pipe is momentarily empty (flush output then).
 
         After ``request_stop()`` the records already captured are still delivered: tcpdump is
-        stopped once the pipe has stayed empty for ``QUIET`` seconds (the ring's backlog is
+        stopped once the pipe has stayed empty for ``quiet`` seconds (the ring's backlog is
         decoded), or after ``DRAIN_LIMIT`` seconds if traffic keeps coming faster than it is
         decoded.
         """
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)          # try a read first: no select while data flows
+        last = [CHUNK]                      # bytes the last read returned
 
         def read(n: int) -> bytes:
+            if last[0] < self.GATHER and not self.immediate:
+                # Data is coming in driblets (tcpdump writes each packet): let a couple of
+                # milliseconds' worth gather rather than pay a read and a pass through the
+                # reader for every few packets. Without immediate mode the kernel hands
+                # packets over a ring block at a time anyway.
+                time.sleep(0.002)
             while True:
                 if self._stop_at is not None and not self._interrupted and (
                         time.monotonic() - self._stop_at > self.DRAIN_LIMIT
-                        or not select.select([fd], [], [], self.QUIET)[0]):
+                        or not select.select([fd], [], [], self.quiet)[0]):
                     self.interrupt()       # tcpdump writes what it holds and exits: EOF
-                if select.select([fd], [], [], 0)[0]:
-                    return os.read(fd, n)
-                if idle is not None:
-                    idle()
-                if select.select([fd], [], [], 0.25)[0]:   # a stop request is seen within
-                    return os.read(fd, n)                   # a quarter of a second
+                try:
+                    chunk = os.read(fd, n)
+                except BlockingIOError:
+                    if idle is not None:
+                        idle()
+                    select.select([fd], [], [], 0.25)   # a stop request is seen within
+                    continue                            # a quarter of a second
+                last[0] = len(chunk) or CHUNK
+                return chunk
 
         try:
             yield from iter_stream(read, f"tcpdump on {self.where}")
@@ -635,7 +696,7 @@ class LiveCapture:
                 os.kill(self.proc.pid, signal.SIGINT)
 
     def settle(self, limit: float = 2.0) -> None:
-        """(File mode) wait until the file has not grown for QUIET seconds: tcpdump exits on
+        """(File mode) wait until the file has not grown for ``quiet`` seconds: tcpdump exits on
         SIGINT without draining its ring, so packets of the last milliseconds would be lost."""
         if self.path is None or not self.running:
             return
@@ -648,12 +709,14 @@ class LiveCapture:
                 return
             if size != last:
                 last, since = size, time.monotonic()
-            elif time.monotonic() - since >= self.QUIET:
+            elif time.monotonic() - since >= self.quiet:
                 return
             time.sleep(0.02)
 
     def stop(self, timeout: float = 5.0) -> LiveStats:
         """Stop tcpdump (if still running; a file is complete first) and return its counters."""
+        import subprocess
+
         if self.stats is not None:
             return self.stats
         proc = self.proc

@@ -13,7 +13,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from mptcplab.capture import (
@@ -41,22 +40,35 @@ from mptcplab.wire import (
 )
 
 
-@dataclass(slots=True)
 class Segment:
-    """One TCP segment and the MPTCP options it carries (as ``as_dict()`` gives them)."""
+    """One TCP segment and the MPTCP options it carries (as ``as_dict()`` gives them).
 
-    frame: int
-    time: float
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    tcp_flags: str
-    seq: int
-    ack: int
-    payload_len: int
-    options: list[dict[str, Any]] = field(default_factory=list)
-    payload: bytes = b""          # the captured part of the payload (may be cut by snaplen)
+    A plain class rather than a dataclass: the sniffer starts without importing dataclasses
+    (and the inspect module it brings)."""
+
+    __slots__ = ("ack", "dport", "dst", "frame", "options", "payload", "payload_len", "seq",
+                 "sport", "src", "tcp_flags", "time")
+    FIELDS = ("frame", "time", "src", "sport", "dst", "dport", "tcp_flags", "seq", "ack",
+              "payload_len", "options", "payload")
+
+    def __init__(self, frame: int, time: float, src: str, sport: int, dst: str, dport: int,
+                 tcp_flags: str, seq: int, ack: int, payload_len: int,
+                 options: list[dict[str, Any]] | None = None, payload: bytes = b"") -> None:
+        self.frame, self.time = frame, time
+        self.src, self.sport, self.dst, self.dport = src, sport, dst, dport
+        self.tcp_flags, self.seq, self.ack, self.payload_len = tcp_flags, seq, ack, payload_len
+        self.options: list[dict[str, Any]] = [] if options is None else options
+        self.payload = payload        # the captured part of the payload (may be cut by snaplen)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Segment:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
+
+    __hash__ = None     # type: ignore[assignment]   # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return "Segment(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.FIELDS) + ")"
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": "packet", "frame": self.frame, "time": round(self.time, 6),

@@ -28,10 +28,9 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mptcplab.analysis import Annotated, Half, Tracker
+from mptcplab.analysis import Annotated, Half, Subflow, Tracker
 from mptcplab.capture import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL2,
@@ -44,15 +43,16 @@ from mptcplab.capture import (
 )
 from mptcplab.decode import TCP_FLAG_LETTERS, ip_offset, segment_from_frame
 from mptcplab.errors import ExitStatus, LabError
-from mptcplab.wire import dss_length
 from mptcplab.report import (
     ASCII_MARKS,
     UNICODE_MARKS,
     json_line,
     packet_json,
     sniff_line,
+    summary_json,
     summary_text,
 )
+from mptcplab.wire import dss_length
 
 _U16 = struct.Struct("!H").unpack_from
 _U32 = struct.Struct("!I").unpack_from
@@ -67,7 +67,60 @@ _DSS_DLL_AT = [4 + ((8 if f & 2 else 4) if f & 1 else 0) + (8 if f & 8 else 4) +
 
 
 # ---------------------------------------------------------------------------------------------
+# The tracker's subflow directions, with what the fast path's JSON lines reuse
+
+
+class SniffHalf(Half):
+    """A subflow direction that also keeps the JSON fragments of its lines: addresses and
+    ports, connection and subflow numbers, and the last DSS option with its JSON (every
+    segment of a mapping repeats it)."""
+
+    __slots__ = ("json_addr", "json_ids", "json_opt", "json_raw")
+
+    def __init__(self, subflow: Subflow, role: int) -> None:
+        super().__init__(subflow, role)
+        self.json_addr: str | None = None
+        self.json_ids: str | None = None
+        self.json_raw = b""
+        self.json_opt = ""
+
+    def relabel(self) -> None:
+        self.json_ids = None
+
+
+def new_tracker() -> Tracker:
+    """A tracker whose subflow directions carry the sniffer's caches."""
+    return Tracker(half_type=SniffHalf)
+
+
+# ---------------------------------------------------------------------------------------------
 # Output in capture order
+
+
+class LineBuffer:
+    """Lines gathered and handed to ``sink`` ~64 KiB at a time. With Python's own buffering
+    off (PYTHONUNBUFFERED, `python3 -u`, as on the lab's build machine) each line written to
+    stdout would be a system call: a 118,060-line live capture made 118,060 writes."""
+
+    __slots__ = ("parts", "sink", "size")
+    LIMIT = 1 << 16
+
+    def __init__(self, sink: Callable[[str], object]) -> None:
+        self.sink = sink
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size >= self.LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            text = "".join(self.parts)
+            self.parts, self.size = [], 0
+            self.sink(text)
 
 
 class Emitter:
@@ -77,7 +130,8 @@ class Emitter:
 
     def __init__(self, tracker: Tracker, write: Callable[[str], object]) -> None:
         self.tracker = tracker
-        self.write = write
+        self.buffer = LineBuffer(write)
+        self.write = self.buffer.write
         self.queue: deque[Annotated | str] = deque()
 
     def render(self, ann: Annotated) -> str:
@@ -111,10 +165,15 @@ class Emitter:
                 self.write(self.render(head))
             queue.popleft()
 
+    def flush(self) -> None:
+        """Hand what is written so far on (the capture is momentarily quiet)."""
+        self.buffer.flush()
+
     def close(self) -> None:
         """The capture is over: settle what is open, write what is held."""
         self.tracker.finish()
         self.drain(1 << 62)
+        self.buffer.flush()
 
 
 class JsonEmitter(Emitter):
@@ -145,16 +204,17 @@ def _dss_tables() -> tuple[list[Any], list[str]]:
     """Per DSS flags value (plain form): a struct reading its fields, a JSON template."""
     readers, templates = [], []
     for flags in range(32):
-        fmt, names = "!", []
+        fmt, fields = "!", ""
         if flags & 0x01:
             fmt += "Q" if flags & 0x02 else "I"
-            names.append("data_ack")
+            fields += f',"data_ack":%d,"data_ack_len":{8 if flags & 0x02 else 4}'
         if flags & 0x04:
             fmt += ("Q" if flags & 0x08 else "I") + "IH"
-            names += ["dsn", "ssn", "data_level_len"]
+            fields += f',"dsn":%d,"dsn_len":{8 if flags & 0x08 else 4},"ssn":%d' \
+                ',"data_level_len":%d'
         readers.append(struct.Struct(fmt).unpack_from)
-        templates.append(f'{{"subtype":"DSS","length":{dss_length(flags)}'
-                         + "".join(f',"{n}":%d' for n in names) + ',"data_fin":false}')
+        templates.append(f'{{"subtype":"DSS","length":{dss_length(flags)}{fields}'
+                         ',"data_fin":false}')
     return readers, templates
 
 
@@ -164,10 +224,11 @@ _DSS_READ, _DSS_JSON = _dss_tables()
 def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | None = None,
          *, fast: bool = True) -> None:
     """Feed every record to the tracker (and the emitter); ``fast=False`` sends every segment
-    through the reference path (the tests compare the two)."""
+    through the reference path (the tests compare the two). JSON lines come from the fast
+    path only with a tracker from ``new_tracker()`` (its caches)."""
     flows = tracker.flows
-    lean_json = emitter is not None and emitter.lean
-    lean_mptcp = fast and (emitter is None or emitter.lean)
+    lean_json = emitter is not None and emitter.lean and issubclass(tracker.half_type, SniffHalf)
+    lean_mptcp = fast and (emitter is None or lean_json)
     queue = emitter.queue if emitter is not None else None
     write = emitter.write if emitter is not None else None
     letters = TCP_FLAG_LETTERS
@@ -180,8 +241,8 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                 continue
             # -- link and IP: where the TCP header starts, the flow's key ----------------------
             if linktype == LINKTYPE_LINUX_SLL2:
-                ip = 20 if data[0:2] in _IP_TYPES else -1
-            elif linktype == LINKTYPE_ETHERNET and data[12:14] in _IP_TYPES:
+                ip = 20 if data.startswith(_IP_TYPES) else -1
+            elif linktype == LINKTYPE_ETHERNET and data.startswith(_IP_TYPES, 12):
                 ip = 14
             else:
                 ip = ip_offset(data, linktype)
@@ -190,18 +251,18 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                 continue
             version = data[ip] >> 4
             if version == 4:
-                if data[ip + 9] != 6 or _U16(data, ip + 6)[0] & 0x1FFF:
+                if data[ip + 9] != 6 or data[ip + 6] & 0x1F or data[ip + 7]:   # a fragment
                     continue
                 ihl = (data[ip] & 0x0F) << 2
                 tcp = ip + ihl
                 # addresses then ports, as flow_key() builds them
                 key = data[ip + 12:ip + 24] if ihl == 20 else \
                     data[ip + 12:ip + 20] + data[tcp:tcp + 4]
-                ip_payload = _U16(data, ip + 2)[0] - ihl
+                ip_payload = (data[ip + 2] << 8 | data[ip + 3]) - ihl
             elif version == 6 and size >= ip + 40 and data[ip + 6] == 6:
                 tcp = ip + 40
                 key = data[ip + 8:ip + 44]
-                ip_payload = _U16(data, ip + 4)[0]
+                ip_payload = data[ip + 4] << 8 | data[ip + 5]
             else:
                 _slow(data, linktype, frame, time, None, tracker, emitter)
                 continue
@@ -213,14 +274,15 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
             half = flows.get(key)
             # -- options: where the MPTCP ones are ---------------------------------------------
             pos = tcp + 20
-            if data[pos:pos + 4] == _TIMESTAMPS and pos + 12 <= end:
+            if data.startswith(_TIMESTAMPS, pos) and pos + 12 <= end:
                 pos += 12
             at = -1
             count = 0
             odd = end > size or doff < 20
             if not odd and pos < end and data[pos] == 30:
                 olen = data[pos + 1] if pos + 1 < end else 0
-                if olen >= 3 and pos + olen <= end and not data[pos + olen:end].strip(b"\x01"):
+                if olen >= 3 and (pos + olen == end or pos + olen < end
+                                  and not data[pos + olen:end].strip(b"\x01")):
                     at, count, pos = pos, 1, end        # one MPTCP option, NOPs after it
             while pos < end and not odd:
                 kind = data[pos]
@@ -249,21 +311,25 @@ def pump(records: Iterator[RecordTuple], tracker: Tracker, emitter: Emitter | No
                 continue
             payload_len = ip_payload - doff
             if count:
-                if not lean_mptcp or data[at + 2] >> 4 != 2:
+                # A DSS shorter than 4 bytes has no flags byte (it may be the frame's last):
+                # malformed, which only the reference path describes.
+                olen = data[at + 1]
+                if not lean_mptcp or olen < 4 or data[at + 2] >> 4 != 2:
                     _slow(data, linktype, frame, time, key, tracker, emitter)
                     continue
                 dflags = data[at + 3] & 0x1F
-                if data[at + 1] != _DSS_PLAIN_LEN[dflags] or dflags & 0x10:
+                if olen != _DSS_PLAIN_LEN[dflags] or dflags & 0x10:
                     _slow(data, linktype, frame, time, key, tracker, emitter)
                     continue
                 if dflags & 0x04:
-                    if not _U16(data, at + _DSS_DLL_AT[dflags])[0]:     # infinite mapping
+                    dll = at + _DSS_DLL_AT[dflags]
+                    if not (data[dll] or data[dll + 1]):                # infinite mapping
                         _slow(data, linktype, frame, time, key, tracker, emitter)
                         continue
                     half.mapped = True
                 mptcp += 1
                 if lean_json:
-                    addr = half.json_addr
+                    addr = half.json_addr                # type: ignore[attr-defined]
                     if addr is None:
                         addr = half.json_addr = _json_addr(half)
                     ids = half.json_ids
@@ -327,14 +393,14 @@ def json_time(time: float) -> str:
     return repr(round(time, 6))
 
 
-def _json_addr(half: Half) -> str:
+def _json_addr(half: SniffHalf) -> str:
     sub = half.subflow
     src, sport, dst, dport = (sub.src, sub.sport, sub.dst, sub.dport) if half.role == 0 else \
         (sub.dst, sub.dport, sub.src, sub.sport)
     return json_line({"src": src, "sport": sport, "dst": dst, "dport": dport})[1:-1]
 
 
-def _json_ids(half: Half) -> str:
+def _json_ids(half: SniffHalf) -> str:
     sub = half.subflow
     return json_line({"connection": sub.conn.number if sub.conn is not None else None,
                       "subflow": sub.number})[1:-1]
@@ -344,20 +410,16 @@ def _json_ids(half: Half) -> str:
 # The command
 
 
-@dataclass
 class SniffOptions:
     """What `mptcplab sniff` was asked to do."""
 
-    iface: str | None = None
-    read: str | None = None
-    netns: str | None = None
-    write: str | None = None
-    count: int = 0
-    json: bool = False
-    summary: bool = False
-    bpf: str = ""
-    snaplen: int = 262144
-    buffer_kib: int = 65536
+    def __init__(self, *, iface: str | None = None, read: str | None = None,
+                 netns: str | None = None, write: str | None = None, count: int = 0,
+                 json: bool = False, summary: bool = False, bpf: str = "",
+                 snaplen: int = 262144, buffer_kib: int = 65536) -> None:
+        self.iface, self.read, self.netns, self.write = iface, read, netns, write
+        self.count, self.json, self.summary, self.bpf = count, json, summary, bpf
+        self.snaplen, self.buffer_kib = snaplen, buffer_kib
 
 
 def _filtered(records: Iterator[RecordTuple], bpf: BpfFilter) -> Iterator[RecordTuple]:
@@ -372,6 +434,13 @@ def _written(records: Iterator[RecordTuple], writer: PcapWriter) -> Iterator[Rec
     for rec in records:
         write(rec[1], rec[2], rec[3], rec[4])
         yield rec
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _marks(out: TextIO) -> tuple[str, str, str]:
@@ -404,7 +473,7 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
         raise LabError(f"-w {opts.write} is the file -r reads: writing would destroy it",
                        ExitStatus.USAGE)
     marks = _marks(out)
-    tracker = Tracker()
+    tracker = new_tracker()
     emitter: Emitter | None = None
     if not opts.summary:
         emitter = JsonEmitter(tracker, out.write) if opts.json else \
@@ -424,9 +493,12 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
                 records = _filtered(records, bpf)
         else:
             assert opts.iface is not None
+            # Lines as packets come for people at a terminal (immediate mode); otherwise
+            # ring blocks, which hold up at high rates (see LiveCapture).
             live = LiveCapture(opts.iface, netns=opts.netns, bpf=opts.bpf, snaplen=opts.snaplen,
                                count=opts.count, buffer_kib=opts.buffer_kib,
-                               packet_buffered=not opts.summary).start()
+                               packet_buffered=not opts.summary,
+                               immediate=not opts.summary and _is_terminal(out)).start()
     except BaseException:
         if writer is not None:
             writer.discard()
@@ -434,7 +506,12 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
     if live is not None:
         print(f"mptcplab: capturing on {live.where} (snaplen {opts.snaplen}); "
               "Ctrl-C to stop", file=err, flush=True)
-        records = live.records(idle=out.flush)
+        def idle() -> None:
+            if emitter is not None:
+                emitter.flush()
+            out.flush()
+
+        records = live.records(idle=idle)
         interrupted = []
 
         def stop_capture(signum: int, frame: object) -> None:
@@ -472,7 +549,8 @@ def sniff(opts: SniffOptions, out: TextIO | None = None, err: TextIO | None = No
             tracker.finish()
         if opts.json:
             if opts.summary:
-                out.write(json_line(tracker.summary()) + "\n")
+                counters = None if stats is None else stats.as_dict()
+                out.write(json_line(summary_json(tracker, counters)) + "\n")
         else:
             if emitter is not None and tracker.packets:
                 out.write("\n")

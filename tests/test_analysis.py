@@ -3,6 +3,7 @@ path held to the reference path on every capture and on generated traffic."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mptcplab import crypto
@@ -21,21 +22,22 @@ from mptcplab.capture import (
     LINKTYPE_RAW,
     iter_file,
 )
-from mptcplab.sniff import JsonEmitter, TextEmitter, pump
+from mptcplab.report import summary_json
+from mptcplab.sniff import JsonEmitter, TextEmitter, new_tracker, pump
 
 from capture_paths import DATA, OTHERS, OWN, SHARED, needs_shared
 
 
 
 def track(path: Path | str, fast: bool = True) -> Tracker:
-    tracker = Tracker()
+    tracker = new_tracker()
     pump(iter_file(path), tracker, fast=fast)
     tracker.finish()
     return tracker
 
 
 def json_run(records: Any, fast: bool) -> tuple[list[str], Tracker]:
-    tracker = Tracker()
+    tracker = new_tracker()
     out = io.StringIO()
     emitter = JsonEmitter(tracker, out.write)
     pump(records, tracker, emitter, fast=fast)
@@ -44,7 +46,7 @@ def json_run(records: Any, fast: bool) -> tuple[list[str], Tracker]:
 
 
 def only_connection(tracker: Tracker) -> dict[str, Any]:
-    (conn,) = tracker.summary()["connections"]
+    (conn,) = summary_json(tracker)["connections"]
     return conn
 
 
@@ -183,7 +185,7 @@ def test_path_manager_signals_reach_the_summary() -> None:
     tracker = track(DATA / "kernel-v1-pm.pcap")
     conn = tracker.connections[0]
     first, second = conn.subflows
-    assert second.as_dict()["backup"] is True and first.as_dict()["backup"] is False
+    assert second.is_backup() is True and first.is_backup() is False
     assert [r["addr_ids"] for r in conn.remove_addrs] == [[2]]
     assert conn.fastclose and first.reset == "Unspecified error"
 
@@ -276,7 +278,7 @@ def test_fast_path_gives_the_reference_json_and_summary(path: Path) -> None:
     fast_lines, fast = json_run(iter_file(path), fast=True)
     ref_lines, ref = json_run(iter_file(path), fast=False)
     assert fast_lines == ref_lines
-    assert fast.summary() == ref.summary() == track(path).summary()
+    assert summary_json(fast) == summary_json(ref) == summary_json(track(path))
     assert fast.hmacs.as_tuple() == ref.hmacs.as_tuple()
     assert fast.checksums.as_tuple() == ref.checksums.as_tuple()
     assert ref.fast_mptcp_packets == 0
@@ -360,7 +362,19 @@ segment_strategy = st.tuples(
     st.booleans(),                                    # timestamps first
     st.binary(max_size=64), st.integers(0, 1500),    # captured payload, claimed extra
     st.sampled_from([LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW]),
+    st.sampled_from(["pad", "flush", "cut"]),         # how the options area ends
 )
+
+
+def _options_end(options: bytes, how: str) -> bytes:
+    """The options area (a multiple of 4 bytes) ending three ways: padded with EOL, the last
+    option flush against the header's end (NOPs in front), or cut by the data offset."""
+    options = options[:40]
+    if how == "flush":
+        return (b"\x01" * (-len(options) % 4) + options)[-40:]
+    if how == "cut":
+        return options[:len(options) // 4 * 4]
+    return options + b"\x00" * (-len(options) % 4)
 
 
 def _handshake() -> list[tuple[int, tuple[str, str], int, int, int, bytes, bytes]]:
@@ -414,14 +428,18 @@ def _records(segments: list[Any], v6: bool, ip_options: bool) -> list[Any]:
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(segment_strategy, max_size=40), st.booleans(), st.booleans())
+@example([(0, 0x10, 0, 5001, [bytes([30, 3, 0x20])], False, b"", 0, LINKTYPE_RAW, "flush")],
+         False, False)        # issue 8: a 3-byte DSS at the very end of the frame
+@example([(1, 0x18, 0, 1001, [_dss(0x05, 1, 2, 3, 100, None)], True, b"x" * 9, 0,
+           LINKTYPE_ETHERNET, "cut")], True, False)   # a mapping cut by the data offset
 def test_fast_path_equals_reference_on_generated_traffic(segs: list[Any], v6: bool,
                                                          ip_options: bool) -> None:
     script = [(f, a, fl, sq, ak, o, p, 0, LINKTYPE_LINUX_SLL2)
               for f, a, fl, sq, ak, o, p in _handshake()]
     base = {0: 1001, 1: 5001, 2: 7001, 3: 9001}
-    for flow, flags, seq_off, ack, options, ts, payload, extra, linktype in segs:
+    for flow, flags, seq_off, ack, options, ts, payload, extra, linktype, end in segs:
         addrs = IPV4 if flow < 2 else ("10.0.2.1", "10.0.2.2")
-        opts = ((TS if ts else b"") + b"".join(options))[:40]
+        opts = _options_end((TS if ts else b"") + b"".join(options), end)
         seq = (base[flow] + seq_off % 5000) & 0xFFFFFFFF
         script.append((flow, addrs, flags, seq, ack, opts, payload, extra % 3 * extra,
                        linktype))
@@ -429,15 +447,49 @@ def test_fast_path_equals_reference_on_generated_traffic(segs: list[Any], v6: bo
     fast_lines, fast = json_run(iter(records), fast=True)
     ref_lines, ref = json_run(iter(records), fast=False)
     assert fast_lines == ref_lines
-    assert fast.summary() == ref.summary()
+    assert summary_json(fast) == summary_json(ref)
     assert (fast.hmacs.as_tuple(), fast.checksums.as_tuple()) == (
         ref.hmacs.as_tuple(), ref.checksums.as_tuple())
     text = io.StringIO()
-    tracker = Tracker()
+    tracker = new_tracker()
     emitter = TextEmitter(tracker, text.write)
     pump(iter(records), tracker, emitter)
     emitter.close()
-    assert tracker.summary() == ref.summary()
+    assert summary_json(tracker) == summary_json(ref)
+
+
+@pytest.mark.parametrize("mode", [["--json"], ["--summary"], ["--summary", "--json"], []])
+def test_a_three_byte_dss_ending_the_header_is_malformed_not_a_crash(
+        tmp_path: Path, mode: list[str]) -> None:
+    """Issue 8: one spoofed 44-byte segment on a tracked subflow, its options `01 1e 03 20`
+    (NOP, then a DSS of length 3 flush against the header's end), killed the sniffer with
+    an IndexError in the fast path. It is a malformed DSS, as the reference path says."""
+    from mptcplab.capture import PcapWriter
+    from mptcplab.cli import main
+
+    script = [(f, a, fl, sq, ak, o, p, 0, LINKTYPE_RAW) for f, a, fl, sq, ak, o, p in _handshake()]
+    script.append((0, IPV4, 0x10, 1001, 5001, bytes.fromhex("011e0320"), b"", 0, LINKTYPE_RAW))
+    records = _records(script, False, False)
+    assert len(records[-1][3]) == 44
+    path = tmp_path / "spoofed.pcap"
+    writer = PcapWriter(path)
+    for _, time, linktype, data, wirelen in records:
+        writer.write(time, linktype, data, wirelen)
+    writer.close()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["sniff", "-r", str(path), *mode]) == 0
+    text = out.getvalue()
+    if mode == ["--json"]:
+        last = json.loads(text.splitlines()[-1])
+        assert (last["frame"], last["connection"], last["subflow"]) == (7, 1, 1)
+        assert last["options"] == [{"subtype": "DSS", "length": 3, "malformed": True,
+                                    "raw": "1e0320",
+                                    "reason": "DSS: length 3 leaves no room for the flags"}]
+    elif mode == ["--summary", "--json"]:
+        assert json.loads(text)["mptcp_packets"] == 7
+    else:
+        assert "7 packets, 7 with MPTCP options; 1 connection, 2 subflows" in text
 
 
 def test_generated_handshake_is_tracked_and_validated() -> None:

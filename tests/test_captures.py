@@ -24,6 +24,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.ppp import PPP
 from scapy.packet import Packet
 from scapy.utils import RawPcapReader, rdpcap
+from capture_paths import SHARED
 from tcpdump_text import ABSENT, expected_options, frames, parse_mptcp, tcp_options
 
 from mptcplab import crypto
@@ -37,7 +38,7 @@ from mptcplab.layers import (
     mptcp_options,
 )
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "captures"
+CAPTURES = SHARED
 
 # Captures with tcpdump's expected decode next to them (X.pcap + X.out).
 OUT_CAPTURES = [

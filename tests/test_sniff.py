@@ -88,9 +88,9 @@ CONTRACT = {
     "MP_CAPABLE": {"version", "flags", "sender_key", "receiver_key", "data_level_len",
                    "checksum", "checksum_valid"},
     "MP_JOIN": {"backup", "addr_id", "token", "nonce", "truncated_hmac", "hmac", "hmac_valid"},
-    "DSS": {"data_ack", "dsn", "ssn", "data_level_len", "checksum", "data_fin",
-            "checksum_valid"},
-    "ADD_ADDR": {"echo", "addr_id", "addr", "port", "hmac", "hmac_valid"},
+    "DSS": {"data_ack", "data_ack_len", "dsn", "dsn_len", "ssn", "data_level_len", "checksum",
+            "data_fin", "checksum_valid"},
+    "ADD_ADDR": {"version", "echo", "addr_id", "addr", "port", "hmac", "hmac_valid"},
     "REMOVE_ADDR": {"addr_ids"},
     "MP_PRIO": {"backup", "addr_id"},
     "MP_FAIL": {"dsn"},
@@ -121,8 +121,9 @@ def test_json_lines_follow_the_contract(path: Path) -> None:
         for opt in p["options"]:
             fields = set(opt) - {"subtype", "length"}
             if opt.get("malformed"):
-                assert fields == {"malformed", "raw"}
+                assert fields == {"malformed", "raw", "reason"}
                 bytes.fromhex(opt["raw"])
+                assert opt["reason"] and isinstance(opt["reason"], str)
                 continue
             assert opt["subtype"] in CONTRACT or opt["subtype"] in (
                 "MP_EXPERIMENTAL", "UNKNOWN"), opt
@@ -135,6 +136,9 @@ def test_json_lines_follow_the_contract(path: Path) -> None:
                     assert opt[key] in (True, False, None)
             if "hmac" in fields and opt["subtype"] == "MP_JOIN":
                 assert len(bytes.fromhex(opt["hmac"])) == 20
+            for key in ("data_ack", "dsn"):
+                if key in opt:
+                    assert opt[key + "_len"] in (4, 8) and opt[key] < 1 << 8 * opt[key + "_len"]
         # numbering: 1-based, in order of first appearance
         conn, sub = p["connection"], p["subflow"]
         assert (conn is None) == (sub is None)
@@ -152,22 +156,39 @@ def test_json_lines_follow_the_contract(path: Path) -> None:
 def test_json_summary_follows_the_contract(path: Path) -> None:
     _, out, _ = cached("-r", str(path), "--json", "--summary")
     summary = json.loads(out)
-    assert list(summary) == ["type", "packets", "mptcp_packets", "connections"]
+    assert list(summary) == ["type", "packets", "mptcp_packets", "hmacs", "checksums",
+                             "connections", "orphans"]
     assert summary["type"] == "summary" and summary["packets"] >= summary["mptcp_packets"]
+    for tally in ("hmacs", "checksums"):
+        assert list(summary[tally]) == ["valid", "invalid", "unchecked"]
+        assert all(type(v) is int and v >= 0 for v in summary[tally].values())
+    for orphan in summary["orphans"]:
+        assert list(orphan) == ["src", "sport", "dst", "dport"]
     for n, conn in enumerate(summary["connections"], start=1):
         assert list(conn) == ["connection", "version", "client_key", "server_key",
                               "client_token", "server_token", "client_idsn", "server_idsn",
-                              "checksum", "fallback", "subflows"]
+                              "checksum", "fallback", "add_addrs", "remove_addrs",
+                              "mp_fastclose", "mp_fail", "subflows"]
         assert conn["connection"] == n
         for key in ("client_key", "server_key", "client_token", "server_token",
                     "client_idsn", "server_idsn", "version"):
             assert conn[key] is None or type(conn[key]) is int
-        assert type(conn["checksum"]) is bool and type(conn["fallback"]) is bool
+        for key in ("checksum", "fallback", "mp_fastclose", "mp_fail"):
+            assert type(conn[key]) is bool
+        for add in conn["add_addrs"]:
+            assert list(add) == ["frame", "by", "echo", "addr_id", "addr", "port", "hmac",
+                                 "hmac_valid"]
+            assert add["by"] in ("client", "server") and add["hmac_valid"] in (True, False, None)
+            assert (add["hmac"] is None) <= (add["hmac_valid"] is None)
+        for rm in conn["remove_addrs"]:
+            assert list(rm) == ["frame", "by", "addr_ids"] and rm["addr_ids"]
         for m, sub in enumerate(conn["subflows"], start=1):
-            assert list(sub) == ["subflow", "src", "sport", "dst", "dport", "backup",
-                                 "bytes_to_server", "bytes_to_client"]
+            assert list(sub) == ["subflow", "src", "sport", "dst", "dport", "via", "backup",
+                                 "bytes_to_server", "bytes_to_client", "mp_tcprst"]
             assert sub["subflow"] == m and type(sub["backup"]) is bool
+            assert sub["via"] in ("MP_CAPABLE", "MP_JOIN")
             assert type(sub["bytes_to_server"]) is int and type(sub["bytes_to_client"]) is int
+            assert sub["mp_tcprst"] is None or isinstance(sub["mp_tcprst"], str)
 
 
 @needs_shared
@@ -371,3 +392,134 @@ def test_unwritable_output_fails_before_reading_and_leaves_nothing(tmp_path: Pat
     code, _, err = sniff("-r", str(tmp_path / "missing.pcap"), "-w", str(tmp_path / "w.pcap"))
     assert code == ExitStatus.BAD_INPUT and "no such file" in one_error_line(err)
     assert not (tmp_path / "w.pcap").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up: a short capture's run is mostly start-up, so `sniff` imports only what it uses
+
+# Modules `sniff` must not import, and why: the layers and topologies are other steps of the
+# flow; tabulate (with wcwidth) alone was ~60 ms; dataclasses (with inspect), ctypes and
+# subprocess ~5-7 ms each (`python3 -X importtime -m mptcplab.cli sniff ...`).
+NOT_FOR_SNIFF = ("scapy", "pyroute2", "tabulate", "wcwidth", "mptcplab.layers", "mptcplab.topo",
+                 "mptcplab.peer", "dataclasses", "inspect", "ctypes", "subprocess")
+
+
+@pytest.mark.parametrize("mode", [["--summary"], ["--json"], ["--summary", "--json"], []])
+def test_sniff_imports_no_other_command_and_nothing_it_does_not_use(mode: list[str]) -> None:
+    from mptcplab.cli import ALSO, COMMANDS
+
+    script = (
+        "import contextlib, io, sys\n"
+        "from mptcplab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main({['sniff', '-r', str(DATA / 'kernel-v1-pm.pcap'), *mode]!r})\n"
+        "print(code, ' '.join(sorted(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    code, names = proc.stdout.split(" ", 1)
+    loaded = set(names.split())
+    assert code == "0" and "mptcplab.sniff" in loaded
+    unwanted = sorted(m for m in loaded if m.split(".")[0] in NOT_FOR_SNIFF
+                      or m.startswith(NOT_FOR_SNIFF))
+    assert unwanted == []
+    other_commands = {f"mptcplab.cli.{m}" for m in (*COMMANDS, *ALSO.values())} - {
+        "mptcplab.cli.sniff"}
+    assert loaded & other_commands == set()
+
+
+def test_each_command_gets_the_same_parser_alone_as_in_the_whole() -> None:
+    """`mptcplab CMD ...` builds only the parser of the module registering CMD: its help
+    (options, usage, exit codes) is the one the whole parser gives. Every command the whole
+    parser offers is found that way (a module registering a command under another name lists
+    it in cli.ALSO)."""
+    import argparse
+
+    from mptcplab.cli import build_parser, module_of
+
+    def help_of(parser: Any, command: str) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        return out.getvalue()
+
+    whole = build_parser()
+    (commands,) = [a for a in whole._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"sniff", "decode", "topo"} <= set(commands.choices)
+    for command in commands.choices:
+        assert module_of([command]) is not None, f"{command}: add it to cli.ALSO"
+        assert module_of(["--traceback", command, "-x"]) == module_of([command])
+        assert help_of(build_parser(module_of([command])), command) == help_of(whole, command)
+    for argv in ([], ["--help"], ["snif"], ["-r", "x"]):
+        assert module_of(argv) is None          # the whole parser answers
+
+
+def test_a_typo_in_the_command_lists_every_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "mptcplab.cli", "snif", "-r", "x"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == ExitStatus.USAGE
+    assert "invalid choice: 'snif'" in proc.stderr
+    assert all(f"'{name}'" in proc.stderr for name in ("decode", "sniff", "topo"))
+
+
+@pytest.mark.parametrize("path", OWN + OTHERS, ids=lambda p: p.name)
+def test_summary_tables_are_what_tabulate_prints(path: Path, monkeypatch: Any) -> None:
+    """The summary's tables are drawn without tabulate (start-up); tabulate, drawing the same
+    rows, is the reference."""
+    from tabulate import tabulate
+
+    from mptcplab.report import tables
+
+    _, ours, _ = cached("-r", str(path), "--summary")
+    monkeypatch.setattr(tables, "table", lambda rows, headers: tabulate(rows, headers=headers))
+    _, theirs, _ = sniff("-r", str(path), "--summary")
+    assert ours == theirs
+
+
+def test_the_live_capture_is_in_immediate_mode_only_for_a_terminal(monkeypatch: Any) -> None:
+    """Immediate mode (lines as packets come) costs a ring of ~250 full-size frames; the
+    sniffer asks for it only when a person is reading its lines."""
+    from mptcplab import sniff as sniff_module
+    from mptcplab.capture import LiveCapture
+
+    asked: list[dict[str, Any]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_start(self: LiveCapture) -> LiveCapture:
+        asked.append({"immediate": self.immediate, "U": "-U" in self.argv(),
+                      "flag": "--immediate-mode" in self.argv()})
+        raise Stop
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(LiveCapture, "start", fake_start)
+    for out, summary in ((Terminal(), False), (io.StringIO(), False), (Terminal(), True)):
+        with pytest.raises(Stop):
+            sniff_module.sniff(sniff_module.SniffOptions(iface="lo", summary=summary), out=out,
+                               err=io.StringIO())
+    assert asked == [{"immediate": True, "U": True, "flag": True},
+                     {"immediate": False, "U": True, "flag": False},
+                     {"immediate": False, "U": False, "flag": False}]
+
+
+def test_lines_reach_the_output_in_large_writes_not_one_per_packet() -> None:
+    """With Python's buffering off (PYTHONUNBUFFERED, `python3 -u`) every write to stdout is a
+    system call: the sniffer hands its lines on ~64 KiB at a time (and when a live capture is
+    momentarily quiet), not a write per packet."""
+    from mptcplab.capture import iter_file
+    from mptcplab.sniff import JsonEmitter, new_tracker, pump
+
+    writes: list[str] = []
+    tracker = new_tracker()
+    emitter = JsonEmitter(tracker, writes.append)
+    pump(iter_file(SHARED / "iperf-mptcp-0-0.pcap") if SHARED.is_dir()
+         else iter_file(DATA / "kernel-v1-join.pcap"), tracker, emitter)
+    emitter.close()
+    text = "".join(writes)
+    lines = text.count("\n")
+    assert lines == tracker.mptcp_packets and lines > 10
+    assert len(writes) <= len(text) // (1 << 16) + 1
+    assert all(len(w) >= 1 << 16 for w in writes[:-1])

@@ -106,3 +106,39 @@ def test_sniffing_a_lab_node_finds_both_subflows_and_checks_everything(tmp_path:
     # data of a subflow that stalls, which happens on a loaded machine).
     carried = [s["bytes_to_server"] for s in conn["subflows"]]
     assert all(carried) and len(payload) <= sum(carried) < 1.1 * len(payload), carried
+
+
+@pytest.mark.parametrize("immediate", [False, True], ids=["ring-blocks", "immediate-mode"])
+def test_a_burst_of_full_packets_waits_in_the_ring_without_immediate_mode(
+        immediate: bool) -> None:
+    """3000 packets of 1.4 kB while nobody reads the pipe: 1 MiB of them fits the pipe, the
+    rest must wait in the kernel's ring. Without immediate mode (what the sniffer uses unless
+    its lines go to a terminal) the 64 MiB ring holds them all; in immediate mode libpcap's
+    ring is ~250 frames of one snap length (262144) each: what the pipe and the ring cannot
+    hold (over a third of the burst) is dropped — what made the sniffer drop packets at a few
+    ten thousand packets/s."""
+    import socket
+
+    from mptcplab.capture import LiveCapture
+
+    burst, size = 3000, 1400
+    with Lab(catalogue.get("two-paths")) as lab:
+        client = lab["client"]
+        capture = LiveCapture("eth0", netns=client.netns, bpf="udp dst port 9",
+                              buffer_kib=65536, immediate=immediate).start()
+        try:
+            sock = client.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            payload = b"\xab" * size
+            for _ in range(burst):
+                sock.sendto(payload, ("10.0.1.2", 9))
+            sock.close()
+            capture.request_stop()
+            records = sum(1 for _ in capture.records())
+        finally:
+            stats = capture.stop()
+    assert stats.captured == records
+    assert stats.captured + stats.dropped_by_kernel + stats.unread == burst, stats
+    if immediate:
+        assert stats.dropped_by_kernel > burst // 3, stats
+    else:
+        assert (stats.captured, stats.dropped_by_kernel) == (burst, 0), stats

@@ -41,13 +41,15 @@ PORT = 5001
 
 
 def two_paths(*, checksum: bool = False, announce: str = "10.0.2.2",
-              port: int | None = None) -> Topology:
+              port: int | None = None, rate: str | int | None = None) -> Topology:
+    """Client and server joined by two links (tbf-shaped to ``rate`` each, if given); the
+    server announces a second address for the client to join."""
     topo = Topology("captures")
     mptcp = {"checksum_enabled": int(checksum), "blackhole_timeout": 0}
     client = topo.host("client", mptcp=mptcp).set_limits(subflows=2, add_addr_accepted=2)
     server = topo.host("server", mptcp=mptcp).set_limits(subflows=2, add_addr_accepted=2)
     for i in (1, 2):
-        topo.link(client, server, v4=f"10.0.{i}.0/24", v6=f"dead:beef:{i}::/64")
+        topo.link(client, server, v4=f"10.0.{i}.0/24", v6=f"dead:beef:{i}::/64", rate=rate)
     server.endpoint(announce, "signal", id=2, port=port)
     return topo
 

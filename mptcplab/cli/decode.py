@@ -10,11 +10,11 @@ from mptcplab.errors import ExitStatus
 
 def _decode(args: argparse.Namespace) -> int:
     from mptcplab.decode import decode_file
-    from mptcplab.report import json_line, segment_line
+    from mptcplab.report import json_line, segment_json, segment_line
 
     shown = 0
     for seg in decode_file(args.file, mptcp_only=not args.all, fast=args.fast):
-        print(json_line(seg.as_dict()) if args.json else segment_line(seg))
+        print(json_line(segment_json(seg)) if args.json else segment_line(seg))
         shown += 1
         if args.count and shown >= args.count:
             break
@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Decode every MPTCP option in a capture file with the "
                                    "lab's Scapy layers, one line per segment.")
     p.add_argument("file", help="pcap or pcapng file")
-    p.add_argument("--json", action="store_true", help="one JSON object per segment")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per segment: sniff's contract without tracking "
+                        "(no connection, subflow or verdicts; see docs/sniff.md)")
     p.add_argument("--all", action="store_true", help="show TCP segments without MPTCP options")
     p.add_argument("--fast", action="store_true",
                    help="decode with the struct path instead of Scapy and the layers "

@@ -75,7 +75,9 @@ def _ladder(args: argparse.Namespace) -> int:
     if args.json:
         for obj in rows_json(ladder):
             print(json.dumps(obj))
-        print(json.dumps(tracker.summary()))
+        from mptcplab.report import summary_json
+
+        print(json.dumps(summary_json(tracker)))
     if args.output:
         from mptcplab.report.svg import ladder_svg, write_picture
 

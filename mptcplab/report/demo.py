@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mptcplab.analysis import Tracker
+from mptcplab.report.contract import summary_json
 from mptcplab.report.ladder import rows_json
 from mptcplab.report.lines import UNICODE_MARKS
 
@@ -77,8 +78,7 @@ def demo_json_lines(outcome: Outcome) -> list[dict[str, Any]]:
     for c in outcome.claims:
         objs.append({"type": "claim", "text": c.text, "ok": c.ok, "detail": c.detail})
     objs.append({"type": "facts", **outcome.facts})
-    summary = outcome.tracker.summary()
-    objs.append(summary)
+    objs.append(summary_json(outcome.tracker))
     for name, s in outcome.series.items():
         objs.append({"type": "series", "name": name, **s.summary()})
     objs.append({"type": "result", "name": outcome.name, "ok": outcome.ok,
