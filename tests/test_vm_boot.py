@@ -52,23 +52,36 @@ def _ours(marker: str) -> list[int]:
     return pids
 
 
-def _shares() -> set[str]:
-    return {p.name for p in Path("/tmp").glob("mptcplab-vm-*")}
+def _shares(pid: int) -> list[str]:
+    """The VM share directories process `pid` made and left (their names carry its pid, so
+    VMs of other tests running alongside do not count)."""
+    return [p.name for p in Path("/tmp").glob(f"mptcplab-vm-{pid}-*")]
+
+
+def _run(argv: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, int]:
+    """subprocess.run, with the child's pid."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err), proc.pid
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow     # a VM: started first, so the rest of the run overlaps it
 def test_two_cases_on_debian_6_12_beside_the_host(tmp_path):
     out = tmp_path / "results"
-    before = _shares()
-    r = subprocess.run([sys.executable, "-m", "mptcplab.cli", "cases", "--kernel", "host",
-                        "--kernel", "6.12", "-j", "2", "-n", "0", "--out", str(out), "--json",
-                        "-k",
-                        "test_syn_retries_then_tcp_then_blackhole and 0 "
-                        "or test_add_addr_hmac_and_echo and 4"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
+    r, pid = _run([sys.executable, "-m", "mptcplab.cli", "cases", "--kernel", "host",
+                   "--kernel", "6.12", "-j", "2", "-n", "0", "--out", str(out), "--json",
+                   "-k",
+                   "test_syn_retries_then_tcp_then_blackhole and 0 "
+                   "or test_add_addr_hmac_and_echo and 4"], timeout=1200)
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads(r.stdout)
     host, vm = m["kernels"]
@@ -116,13 +129,13 @@ def test_two_cases_on_debian_6_12_beside_the_host(tmp_path):
     assert "| 3.1-syn-fallback | 3.1 | MAY |" in (out / "req.md").read_text()
     # nothing left behind
     assert _ours(str(out)) == []
-    assert _shares() <= before
+    assert _shares(pid) == []
 
 
+@pytest.mark.slow     # a VM: started first, so the rest of the run overlaps it
 def test_ctrl_c_stops_the_vm_and_removes_its_files(tmp_path):
     marker = tmp_path / "marker"
     marker.mkdir()
-    before = _shares()
     proc = subprocess.Popen([sys.executable, "-m", "mptcplab.cli", "vm", "run", "--kernel",
                              "6.12", "--rwdir", str(marker), "--", "sleep", "600"],
                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
@@ -141,9 +154,10 @@ def test_ctrl_c_stops_the_vm_and_removes_its_files(tmp_path):
     while _ours(str(marker)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _ours(str(marker)) == [], "the VM outlived Ctrl-C"
-    assert _shares() <= before
+    assert _shares(proc.pid) == []
 
 
+@pytest.mark.slow     # a VM: started first, so the rest of the run overlaps it
 def test_an_image_that_does_not_boot_is_one_line(tmp_path):
     from mptcplab.vm import resolve
 
@@ -151,15 +165,13 @@ def test_an_image_that_does_not_boot_is_one_line(tmp_path):
     assert image is not None
     broken = tmp_path / "bzImage"
     broken.write_bytes(image.read_bytes()[:1_000_000])     # header intact, kernel cut short
-    before = _shares()
-    r = subprocess.run([sys.executable, "-m", "mptcplab.cli", "vm", "run", "--kernel",
-                        str(broken), "--timeout", "300", "--", "true"], cwd=ROOT, env=_env(),
-                       capture_output=True, text=True, timeout=400)
+    r, pid = _run([sys.executable, "-m", "mptcplab.cli", "vm", "run", "--kernel",
+                   str(broken), "--timeout", "300", "--", "true"], timeout=400)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1].startswith("mptcplab: error: ")
     assert "did not boot to the command" in r.stderr.splitlines()[-1]
     assert "Traceback" not in r.stderr
-    assert _ours(str(broken)) == [] and _shares() <= before
+    assert _ours(str(broken)) == [] and _shares(pid) == []
 
 
 NETEM_PROBE = r'''

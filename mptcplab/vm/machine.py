@@ -268,7 +268,7 @@ def run(kernel: Kernel, argv: Sequence[str], *, cwd: Path, options: VMOptions | 
                            ExitStatus.USAGE)
     out = stdout if stdout is not None else sys.stdout.buffer
     err = stderr if stderr is not None else sys.stderr.buffer
-    share = Path(tempfile.mkdtemp(prefix="mptcplab-vm-"))
+    share = Path(tempfile.mkdtemp(prefix=f"mptcplab-vm-{os.getpid()}-"))   # whose, for clean-up checks
     tail: collections.deque[str] = collections.deque(maxlen=20)
     proc: subprocess.Popen | None = None
     started, started_wall = time.monotonic(), time.time()

@@ -304,12 +304,32 @@ class RunOptions:
     timeout: float | None = None                # per kernel, seconds
 
 
-def pytest_argv(kernel: Kernel, xml: Path, opts: RunOptions) -> list[str]:
+def selected_files(select: str | None) -> list[str]:
+    """The case files holding what `-k select` picks, found by collecting natively (a few
+    seconds): a guest then imports only those. Collecting every case file in a guest imports
+    Scapy (the peer cases), 45-55 s under TCG. ["cases"] when nothing is selected or the
+    collection fails (the guest then collects it all)."""
+    if not select:
+        return ["cases"]
+    res = subprocess.run([sys.executable, "-m", "pytest", "cases", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", "-p", "no:xdist", "-k", select],
+                         cwd=checkout_root(), capture_output=True, text=True, timeout=300,
+                         check=False)
+    files = sorted({line.split("::", 1)[0] for line in res.stdout.splitlines()
+                    if line.startswith("cases/") and "::" in line})
+    return files or ["cases"]
+
+
+def pytest_argv(kernel: Kernel, xml: Path, opts: RunOptions,
+                files: list[str] | None = None) -> list[str]:
     # The cases use no hypothesis; its plugin alone is most of pytest's start-up, which is
     # ~15x slower under TCG.
-    argv = [sys.executable, "-m", "pytest", "cases", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", *(files or ["cases"]), "-p", "no:cacheprovider",
             "-p", "no:hypothesispytest", "-q", f"--junitxml={xml}", "-o", "junit_family=xunit2"]
-    argv += ["-n", str(opts.workers)] if opts.workers else ["-p", "no:xdist"]
+    if kernel.native:
+        argv += ["-n", str(opts.workers)] if opts.workers else ["-p", "no:xdist"]
+    elif opts.workers:      # in a guest plugins are not autoloaded (see run_kernel): xdist only
+        argv += ["-p", "xdist.plugin", "-n", str(opts.workers)]
     if opts.select:
         argv += ["-k", opts.select]
     return argv + list(opts.pytest_args)
@@ -340,7 +360,8 @@ def run_kernel(kernel: Kernel, opts: RunOptions, *, log: Log,
     env = dict(os.environ)
     env[LABEL_ENV] = kernel.label
     env["MPTCPLAB_ARTIFACTS"] = str((opts.out / f"{name}-artifacts").resolve())
-    argv = pytest_argv(kernel, xml.resolve(), opts)
+    argv = pytest_argv(kernel, xml.resolve(), opts,
+                       None if kernel.native else selected_files(opts.select))
     res = KernelResults(kernel.label, kernel.release, kernel.source, junit=str(xml),
                         log=str(logf))
     started = time.monotonic()
@@ -367,6 +388,9 @@ def run_kernel(kernel: Kernel, opts: RunOptions, *, log: Log,
                 finally:
                     machine._stop_group(proc, grace=10.0)
             else:
+                # Every plugin installed beside pytest (benchmark, hypothesis...) would be
+                # imported at start-up, ~40x slower under TCG; the cases need none but xdist.
+                env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
                 vm_opts = machine.VMOptions(**{**opts.vm.__dict__, "timeout": opts.timeout,
                                                "rwdirs": [opts.out.resolve(), *opts.vm.rwdirs]})
                 vm = machine.run(kernel, argv, cwd=root, options=vm_opts, env=env, stdout=out,
