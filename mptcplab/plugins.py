@@ -11,11 +11,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, ClassVar
 
 from mptcplab.errors import BadInput, LabError
 
@@ -90,3 +93,97 @@ class FileCatalogue:
             del sys.modules[modname]
             raise LabError(f"{path}: {type(exc).__name__}: {exc}") from exc
         return module
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One file of a catalogue. Subclasses name their `catalogue` and the `entry_point`
+    function whose keyword defaults are the entry's options."""
+
+    name: str
+    path: Path
+    catalogue: ClassVar[FileCatalogue]
+    entry_point: ClassVar[str]
+
+    @property
+    def module(self) -> ModuleType:
+        return self.catalogue.load(self.path)
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.module.__doc__ or "")
+
+    def _parameters(self) -> list[inspect.Parameter]:
+        fn = getattr(self.module, self.entry_point, None)
+        if not callable(fn):
+            return []
+        return [p for p in inspect.signature(fn).parameters.values()
+                if p.default is not inspect.Parameter.empty]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The entry point's keyword options and their defaults."""
+        return {p.name: p.default for p in self._parameters()}
+
+    def settable(self) -> dict[str, str]:
+        """Options `--set NAME=VALUE` can give, with the kind of value each takes."""
+        kinds = ((p.name, _option_kind(p)) for p in self._parameters())
+        return {name: kind for name, kind in kinds if kind is not None}
+
+    def parse_options(self, pairs: list[str]) -> dict[str, Any]:
+        """`NAME=VALUE` words as keyword arguments, typed after each option's default and
+        annotation: booleans as people write them (true/false, yes/no, on/off, 1/0), numbers
+        as numbers (`loss=True` is no percentage), `none` for an optional value. An unknown
+        name is an error listing the valid ones."""
+        kinds = self.settable()
+        out: dict[str, Any] = {}
+        for pair in pairs:
+            name, sep, raw = pair.partition("=")
+            name = name.strip()
+            if not sep or not name.isidentifier():
+                raise BadInput(f"--set wants NAME=VALUE, got {pair!r}")
+            if name not in kinds:
+                valid = ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "none"
+                raise BadInput(f"{self.name} has no option {name!r} (options: {valid})")
+            out[name] = _parse_value(name, raw.strip(), kinds[name])
+        return out
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _option_kind(param: inspect.Parameter) -> str | None:
+    """'bool', 'int', 'float', 'str' (each maybe '... or none'), or None for what a command
+    line cannot give (a list of middleboxes: use --middlebox)."""
+    ann, default = param.annotation, param.default
+    text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+    text = text.replace("typing.", "")
+    optional = default is None or "None" in text
+    for kind in ("bool", "int", "float", "str"):
+        if default is not None and type(default).__name__ == kind or \
+                default is None and kind in [t.strip() for t in text.split("|")]:
+            return kind + (" or none" if optional else "")
+    if default is None and text in ("", "_empty", "<class 'inspect._empty'>"):
+        return "str or none"
+    return None
+
+
+def _parse_value(name: str, raw: str, kind: str) -> Any:
+    base = kind.split()[0]
+    if kind.endswith("or none") and raw.lower() in ("none", ""):
+        return None
+    low = raw.lower()
+    if base == "bool":
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise BadInput(f"{name}={raw}: say true or false (yes/no, on/off, 1/0)")
+    if base in ("int", "float"):
+        try:
+            return int(raw) if base == "int" else float(raw)
+        except ValueError:
+            what = "a whole number" if base == "int" else "a number"
+            raise BadInput(f"{name}={raw}: {name} takes {what}") from None
+    return raw

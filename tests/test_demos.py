@@ -216,7 +216,10 @@ def test_demo_listing_and_bad_names(tmp_path: Path) -> None:
     res = cli("demo", "handshake", "--set", "upload=0", "-o", str(tmp_path / "x"))
     assert res.returncode == 3 and res.stderr.count("\n") == 1
     res = cli("demo", "handshake", "--set", "nope=1")
-    assert res.returncode == 2 and "upload=600" in res.stderr
+    assert res.returncode == 3 and res.stderr == ("mptcplab: error: handshake has no option "
+                                                  "'nope' (options: upload (int), download (int))\n")
+    res = cli("demo", "aggregate", "--set", "seconds=soon")     # typed as the topologies' --set
+    assert res.returncode == 3 and "seconds=soon: seconds takes a number" in res.stderr
 
 
 def test_a_demo_without_root_says_why_in_one_line() -> None:

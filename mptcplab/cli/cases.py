@@ -7,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from mptcplab.cli.vm import add_vm_options, positive, seconds, vm_options
+from mptcplab.cli.common import count, positive, seconds
+from mptcplab.cli.vm import add_vm_options, vm_options
 from mptcplab.errors import ExitStatus, LabError
 
 
@@ -98,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default ./cases-results)")
     p.add_argument("-j", "--jobs", type=positive, metavar="N",
                    help="kernels run at once (default: CPUs / guest CPUs, at least 1)")
-    p.add_argument("-n", "--workers", type=int, default=2, metavar="N",
+    p.add_argument("-n", "--workers", type=count, default=2, metavar="N",
                    help="pytest-xdist workers inside each kernel's run (default 2; 0: none)")
     p.add_argument("--timeout", type=seconds, metavar="SECONDS",
                    help="give up on a kernel after this long (boot included)")

@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
+from typing import Any
 
 
-def count(text: str) -> int:
-    """A packet count for -c: a whole number, 0 meaning no limit."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+def _limits(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low:g}-{high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}"
+
+
+def number(convert: Callable[[str], float], noun: str, low: float | None = None,
+           high: float | None = None, *, above: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: `convert(text)` (int or float), said to be `noun` when it is not one,
+    and kept within [low, high] (or strictly above `above`), with the range in the message."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if math.isnan(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"{text} must be more than {above:g}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({_limits(low, high)})")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({_limits(low, high)})")
+        return value
+
+    parse.__name__ = noun                                    # argparse names it in its errors
+    return parse
+
+
+count = number(int, "a whole number", low=0)                 # -c N: 0 means no limit
+positive = number(int, "a whole number", low=1)
+seconds = number(float, "a number of seconds", above=0)
+port = number(int, "a port number", low=1, high=65535)
 
 
 def add_netns(p: argparse.ArgumentParser, what: str = "run") -> None:

@@ -16,21 +16,6 @@ if TYPE_CHECKING:
     from mptcplab.demo import Entry
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
-    import ast
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise LabError(f"--set wants NAME=VALUE, got {pair!r}", ExitStatus.USAGE)
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
-    return out
-
-
 def terminal(colour: str) -> tuple[bool, bool, int]:
     """(colour, unicode, width) for stdout: colour when it is a terminal (unless NO_COLOR or
     TERM=dumb), Unicode when its encoding is UTF-8, the terminal's width (60..140)."""
@@ -109,7 +94,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run_one(name: str, args: argparse.Namespace, pager: Pager, out: str | None) -> bool:
-    from mptcplab.demo import run_demo
+    from mptcplab.demo import entry, run_demo
     from mptcplab.report import summary_text
     from mptcplab.report.demo import (
         demo_json_lines,
@@ -137,7 +122,7 @@ def _run_one(name: str, args: argparse.Namespace, pager: Pager, out: str | None)
         show("\n".join(lines[1:]))
         show(f"\n(files go to {folder})\n")
 
-    outcome = run_demo(name, out=out, options=_options(args.set), say=say, started=introduce)
+    outcome = run_demo(name, out=out, options=entry(name).parse_options(args.set), say=say, started=introduce)
     if args.json:
         for obj in demo_json_lines(outcome):
             print(json.dumps(obj))

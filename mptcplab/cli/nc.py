@@ -5,28 +5,8 @@ from __future__ import annotations
 import argparse
 import socket
 
-from mptcplab.cli.common import add_json, add_netns, netns_of
+from mptcplab.cli.common import add_json, add_netns, netns_of, port, seconds
 from mptcplab.errors import ExitStatus, LabError
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port {value} is outside 1-65535")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
-    return value
 
 
 def _nc(args: argparse.Namespace) -> int:
@@ -56,7 +36,7 @@ def _nc(args: argparse.Namespace) -> int:
         raise LabError("--policy steers MPTCP subflows; it means nothing with --tcp",
                        ExitStatus.USAGE)
     if args.policy and args.netns is None and not args.host:
-        from mptcplab.cli.common import in_host_namespace    # the pm daemon's own rule
+        from mptcplab.cli.common import in_host_namespace  # the pm daemon's own rule
 
         if in_host_namespace():
             raise LabError("--policy switches the namespace to the userspace path manager "

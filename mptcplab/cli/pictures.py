@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mptcplab.cli.common import count
+from mptcplab.cli.common import count, number
 from mptcplab.errors import BadInput, ExitStatus, LabError
 
 
@@ -100,16 +100,6 @@ def _rate(text: str) -> tuple[str, float]:
     return (label if sep else f"{mbit:g} Mbit/s"), mbit
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.0005 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} s: pick between 0.0005 and 3600")
-    return value
-
-
 def _plot(args: argparse.Namespace) -> int:
     from mptcplab.analysis import CLIENT, SERVER
     from mptcplab.report.plot import plot_series, series
@@ -179,7 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the connection (default: the one that carried the most data)")
     p.add_argument("--from", dest="sender", choices=("client", "server"),
                    help="whose data to plot (default: the direction that carried the most)")
-    p.add_argument("--bin", type=_seconds, metavar="SECONDS",
+    p.add_argument("--bin", type=number(float, "a number of seconds", 0.0005, 3600), metavar="SECONDS",
                    help="throughput interval (default: about 60 per plot)")
     p.add_argument("--rate", type=_rate, action="append", default=[], metavar="LABEL=MBIT",
                    help="a reference line on the throughput panel, e.g. wifi=50 (repeatable)")

@@ -11,7 +11,14 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from mptcplab.cli.common import add_json, add_netns, count, in_host_namespace, netns_of
+from mptcplab.cli.common import (
+    add_json,
+    add_netns,
+    count,
+    in_host_namespace,
+    netns_of,
+    seconds,
+)
 from mptcplab.errors import BadInput, ExitStatus, LabError
 
 FLAG_WORDS = ("signal", "subflow", "backup", "fullmesh", "laminar", "implicit")
@@ -543,7 +550,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "prints them (--json: one object per event). Stops on Ctrl-C/SIGTERM (exit 0).",
             words=False)
     p.add_argument("-c", "--count", type=count, default=0, help="stop after COUNT events")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=None, metavar="S",
                    help="stop after S seconds")
     p.add_argument("--ready", action="store_true",
                    help="say `monitoring` on stderr once subscribed (for scripts)")
@@ -572,7 +579,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rcvbuf", type=count, default=4 << 20, metavar="BYTES",
                    help="kernel buffer for the event subscription (default %(default)s); "
                         "when it overflows the daemon resyncs from sock_diag")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
+    p.add_argument("--duration", type=seconds, default=None, metavar="S",
                    help="stop after S seconds")
     p.add_argument("--host", action="store_true",
                    help="without -n: take over this machine's own path manager (the daemon "

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from mptcplab.cli.common import positive, seconds
 from mptcplab.errors import ExitStatus, LabError
 
 
@@ -17,26 +18,6 @@ def memory(text: str) -> str:
     if not re.fullmatch(r"\d+[KMGTkmgt]?", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a memory size such as 2G or 1536M")
     return text
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
 
 
 def add_vm_options(p: argparse.ArgumentParser) -> None:

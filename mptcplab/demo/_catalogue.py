@@ -11,13 +11,10 @@ name with ``_`` as ``-`` (add_addr.py -> "add-addr"). Searched: $MPTCPLAB_DEMOS
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-from mptcplab.plugins import FileCatalogue
+from mptcplab.plugins import CatalogueEntry, FileCatalogue
 
 ENV = "MPTCPLAB_DEMOS"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,18 +33,11 @@ def search_path() -> list[Path]:
     return FILES.search_path()
 
 
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    path: Path
+class Entry(CatalogueEntry):
+    """A demo file: what it shows, what it needs, its run() options."""
 
-    @property
-    def module(self) -> ModuleType:
-        return FILES.load(self.path)
-
-    @property
-    def doc(self) -> str:
-        return inspect.cleandoc(self.module.__doc__ or "")
+    catalogue = FILES
+    entry_point = "run"
 
     @property
     def summary(self) -> str:
@@ -77,14 +67,6 @@ class Entry:
     @property
     def order(self) -> int:
         return int(getattr(self.module, "ORDER", 100))
-
-    @property
-    def options(self) -> dict[str, Any]:
-        if self.sequence:
-            return {}
-        sig = inspect.signature(self.module.run)
-        return {k: p.default for k, p in sig.parameters.items()
-                if p.default is not inspect.Parameter.empty}
 
 
 def entries() -> dict[str, Entry]:
