@@ -2,6 +2,7 @@
 see what each application read. Used by the conformance cases, the demos and `mptcplab nc`.
 
     connect(client, server, dst) -> Connection    an open kernel connection (context manager)
+    Connection.stream(block) -> Stream             a bulk upload until stop()
     transfer(client, server, dst, upload=, download=) -> Transfer   one whole connection
     pattern(n), first_difference(sent, read)       data that shows loss or duplication
 
@@ -119,6 +120,11 @@ class Connection:
         self.server.settimeout(self.timeout)
         return bytes(got)
 
+    def stream(self, block: bytes) -> Stream:
+        """The client sends `block` over and over, the server reads, until `stop()`: a bulk
+        upload for as long as a scenario needs (use it as a context manager)."""
+        return Stream(self.client, self.server, block)
+
     @property
     def fallback(self) -> tuple[bool, bool]:
         """(client fell back to TCP, server fell back to TCP)."""
@@ -128,6 +134,60 @@ class Connection:
         for s in (self.client, self.server, self.listener):
             with suppress(OSError):
                 s.close()
+
+
+class Stream:
+    """A running bulk transfer from socket `src` to socket `dst` (a Connection's client and
+    server, or any connected pair): `progress` holds (time.time(), bytes `dst` has read so
+    far) after each read, `read` the total. `stop()` ends the writer, shuts `src`'s sending
+    side and waits for `dst` to read to the end; leaving the `with` normally does too."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket, block: bytes) -> None:
+        self.src, self.dst, self.block = src, dst, block
+        self.progress: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    @property
+    def read(self) -> int:
+        return self.progress[-1][1] if self.progress else 0
+
+    def _read(self) -> None:
+        total = 0
+        with suppress(OSError):                 # closed under it on Ctrl-C
+            while data := self.dst.recv(1 << 20):
+                total += len(data)
+                self.progress.append((time.time(), total))
+
+    def _write(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.src.send(self.block)
+            except OSError:
+                return
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """Stop sending; wait up to `timeout` s for the server to read what is in flight.
+        Returns the bytes the server read."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._writer.join(5)
+            with suppress(OSError):
+                self.src.shutdown(socket.SHUT_WR)
+        self._reader.join(timeout)
+        return self.read
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.stop()
+        else:                   # Ctrl-C or an error: no waiting; closing the sockets ends both
+            self._stop.set()
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from topo_fixtures import needs_root, root_guard  # noqa: F401  (module fixture)
 
 from mptcplab.errors import ExitStatus
 from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Lab, LabHost, catalogue
+from mptcplab.traffic import Stream
 
 pytestmark = [needs_root, pytest.mark.usefixtures("root_guard")]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "pm.md"
@@ -351,27 +352,7 @@ def test_backup_preference_moves_data_when_the_preferred_link_fails_and_back():
         assert (made["local"], made["backup"]) == ("10.0.2.1", True)
         sock, peer = conns.pairs[0]
         sock.settimeout(None)
-        stop = threading.Event()
-
-        def send() -> None:
-            block = b"u" * 65536
-            while not stop.is_set():
-                try:
-                    sock.send(block)
-                except OSError:
-                    return
-
-        def drain() -> None:
-            while not stop.is_set():
-                try:
-                    if not peer.recv(1 << 20):
-                        return
-                except OSError:
-                    return
-
-        threads = [threading.Thread(target=f, daemon=True) for f in (send, drain)]
-        for t in threads:
-            t.start()
+        upload = Stream(sock, peer, b"u" * 65536)
         window: list[dict[str, int]] = [tx(client)]
 
         def share(iface: str, span: int = 5) -> tuple[float, int]:
@@ -400,10 +381,8 @@ def test_backup_preference_moves_data_when_the_preferred_link_fails_and_back():
             router.run(["ip", "link", "set", "eth0", "up"]).check()     # WiFi back
             moved_back = phase("wlan0", "after WiFi came back")
         finally:
-            stop.set()
+            upload.stop(timeout=5)
             conns.close()
-            for t in threads:
-                t.join(5)
         actions = [(r["action"], r.get("subflow", "")) for r in d.records
                    if r["action"] in ("link_down", "link_up", "set_backup", "set_nobackup")]
         assert ("link_down", "") in actions and ("link_up", "") in actions

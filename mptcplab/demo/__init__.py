@@ -14,8 +14,6 @@ capture, the kernel's counters or its socket options, so a demo that stops being
 """
 
 from mptcplab.demo._catalogue import Entry, entries, entry, names
-from mptcplab.sockopt import MptcpInfo
-from mptcplab.sockopt import mptcp_info_or_none as mptcp_info
 from mptcplab.demo._scene import (
     FULL,
     HEADERS,
@@ -28,6 +26,8 @@ from mptcplab.demo._scene import (
     preflight,
     run_demo,
 )
+from mptcplab.sockopt import MptcpInfo
+from mptcplab.sockopt import mptcp_info_or_none as mptcp_info
 
 __all__ = ["FULL", "HEADERS", "Claim", "Entry", "Explanation", "MptcpInfo", "Outcome", "Scene",
            "View", "diagram_of", "entries", "entry", "mptcp_info", "names", "preflight", "run_demo"]

@@ -9,9 +9,6 @@ application how fast the connection delivered, against each link's rate and thei
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 
 from mptcplab.analysis import CLIENT
@@ -43,7 +40,6 @@ def run(scene: Scene, *, rate1: str = "20mbit", rate2: str = "10mbit",
     scene.network_label = ["network", f"path 1 {r1 / 1e6:g} Mbit/s",
                           f"path 2 {r2 / 1e6:g} Mbit/s"]
     block = pattern(1 << 16)
-    progress: list[tuple[float, int]] = []
     diagram = diagram_of(topo)
     for rate in (r1, r2):       # the catalogue's diagram shows its default rate
         diagram = "\n".join(diagram).replace("─ 100 Mbit/s ─", f"─ {rate / 1e6:g} Mbit/s ─", 1) \
@@ -55,32 +51,12 @@ def run(scene: Scene, *, rate1: str = "20mbit", rate2: str = "10mbit",
         scene.progress(f"one upload for {seconds:g} s over both paths (the server announces "
                        "10.0.2.2, the client joins it)")
         with connect(client, server, SERVER_ADDR, timeout=30) as conn:
-            stop = threading.Event()
-
-            def reader() -> None:
-                total = 0
-                with contextlib.suppress(OSError):      # closed under it on Ctrl-C
-                    while data := conn.server.recv(1 << 20):
-                        total += len(data)
-                        progress.append((time.time(), total))
-
-            def writer() -> None:
-                while not stop.is_set():
-                    try:
-                        conn.client.send(block)
-                    except OSError:
-                        return
-
-            threads = [threading.Thread(target=f, daemon=True) for f in (reader, writer)]
-            for th in threads:
-                th.start()
-            started = time.time()
-            scene.wait_counter(server, before, "MPTcpExtMPJoinAckRx")
-            time.sleep(max(0.0, seconds - (time.time() - started)))
-            stop.set()
-            threads[1].join(5)
-            conn.client.shutdown(socket.SHUT_WR)
-            threads[0].join(15)
+            with conn.stream(block) as upload:
+                started = time.time()
+                scene.wait_counter(server, before, "MPTcpExtMPJoinAckRx")
+                time.sleep(max(0.0, seconds - (time.time() - started)))
+                upload.stop()
+            progress = upload.progress
             finished = progress[-1][0] if progress else time.time()
         view = scene.analyse()
 

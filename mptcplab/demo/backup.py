@@ -11,9 +11,6 @@ WiFi subflow recovers. The plot shows each subflow's share over time.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 
 from mptcplab.analysis import CLIENT
@@ -47,7 +44,6 @@ def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float 
     topo = catalogue.get(TOPOLOGY, backup=True, wifi_rate=wifi_rate, cell_rate=cell_rate)
     scene.network_label = ["network", "router (WiFi, cellular)"]
     block = pattern(1 << 16)
-    read = [0]
     marks: dict[str, float] = {}
     diagram = "\n".join(diagram_of(topo)) \
         .replace("WiFi 50 Mbit/s", f"WiFi {_mbit(wifi_rate):g} Mbit/s") \
@@ -62,23 +58,7 @@ def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float 
         with connect(client, server, SERVER_ADDR, timeout=30) as conn:
             conn.upload(b"hello")          # the path manager joins once MPTCP is confirmed
             scene.wait_counter(server, counters["server"], "MPTcpExtMPJoinAckRx")
-            stop = threading.Event()
-
-            def reader() -> None:
-                with contextlib.suppress(OSError):      # closed under it on Ctrl-C
-                    while data := conn.server.recv(1 << 20):
-                        read[0] += len(data)
-
-            def writer() -> None:
-                while not stop.is_set():
-                    try:
-                        conn.client.send(block)
-                    except OSError:
-                        return
-
-            threads = [threading.Thread(target=f, daemon=True) for f in (reader, writer)]
-            for th in threads:
-                th.start()
+            upload = conn.stream(block)
             marks["start"] = time.time()
             time.sleep(before)
             marks["fail"] = time.time()
@@ -105,11 +85,8 @@ def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float 
                     scene.progress("the WiFi subflow did not recover within 20 s")
             time.sleep(after)
             marks["end"] = time.time()
-            stop.set()
-            threads[1].join(5)
-            conn.client.shutdown(socket.SHUT_WR)
-            threads[0].join(10)
-            scene.event(f"the upload stops; the server read {read[0]:,} bytes")
+            read = upload.stop(timeout=10)
+            scene.event(f"the upload stops; the server read {read:,} bytes")
         moved = {n: lab[n].counters() - counters[n] for n in ("client", "server")}
         view = scene.analyse()
 
@@ -176,7 +153,7 @@ def run(scene: Scene, *, before: float = 1.5, outage: float = 1.5, after: float 
                wifi_outage=payload_bytes(segs[i_fail:i_back], src=WIFI),
                cell_outage=cell_outage, wifi_after=wifi_after, cell_after=cell_after,
                cell_new_last_second=last_cell, mp_prio=[b for _, b, _ in prios],
-               subflow_stale=stale, server_read=read[0])
+               subflow_stale=stale, server_read=read)
     scene.plot("throughput", side=CLIENT,
                title="backup demo: the upload's data sequence numbers and Mbit/s per path",
                rates=[("WiFi", _mbit(wifi_rate)), ("cellular", _mbit(cell_rate))])
