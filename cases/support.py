@@ -39,6 +39,7 @@ import pytest
 from mptcplab.capture import LiveCapture
 from mptcplab.decode import Segment, decode_file
 from mptcplab.facts import find_options
+from mptcplab.poll import until
 from mptcplab.report.lines import segment_line
 from mptcplab.topo import IPPROTO_MPTCP, Counters, LabHost
 
@@ -161,14 +162,7 @@ def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 10.0,
              interval: float = 0.02) -> Any:
     """Poll `predicate` until it returns something true (which is returned); after `timeout`
     seconds fail with "timed out after 10 s waiting for <what>"."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return until(predicate, what, timeout, interval, error=AssertionError)
 
 
 def _skip_missing(counters: Counters, names: Any) -> None:

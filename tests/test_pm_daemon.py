@@ -14,12 +14,14 @@ import sys
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pytest
 from topo_fixtures import needs_root, root_guard  # noqa: F401  (module fixture)
 
 from mptcplab.errors import ExitStatus
+from mptcplab.poll import until
 from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Lab, LabHost, catalogue
 from mptcplab.traffic import Stream
 
@@ -128,14 +130,7 @@ def client_subflows(client: LabHost) -> dict[int, list]:
     return out
 
 
-def wait_for(cond, what: str, timeout: float = 20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(until, timeout=20.0, error=AssertionError)
 
 
 def lab_topology(name: str = "two-paths", **kw):

@@ -11,10 +11,12 @@ import struct
 import subprocess
 import sys
 import time
+from functools import partial
 
 import pytest
 from topo_fixtures import needs_root, root_guard  # noqa: F401  (module fixture)
 
+from mptcplab.poll import until
 from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Lab, LabHost, catalogue
 
 pytestmark = [needs_root, pytest.mark.usefixtures("root_guard")]
@@ -27,13 +29,7 @@ def read_lines(proc: subprocess.Popen, timeout: float = 10.0) -> list[str]:
     return [line.rstrip() for line in out.splitlines() if line.strip()]
 
 
-def wait_for(cond, timeout: float = 15.0, step: float = 0.05) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+wait_for = partial(until, timeout=15.0, interval=0.05, error=AssertionError)
 
 
 class Monitors:

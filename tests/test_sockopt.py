@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+from functools import partial
 
 import pytest
 from ss_text import SS_MPTCP_KEYS, seq_base, ss, ss_version, ulp_tokens
@@ -13,6 +14,7 @@ from topo_fixtures import needs_root, needs_ss, root_guard  # noqa: F401  (modul
 
 from mptcplab import sockdiag, sockopt, traffic
 from mptcplab.errors import BadInput
+from mptcplab.poll import until
 from mptcplab.sockopt import Fallback, MptcpInfo, NotMptcp, TcpInfo
 from mptcplab.topo import Lab, catalogue
 
@@ -28,14 +30,7 @@ def lab():
         yield lab
 
 
-def wait_for(cond, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(until, timeout=10.0, error=AssertionError)
 
 
 class Moved:

@@ -29,6 +29,7 @@ from mptcplab.decode import Segment, decode_file
 from mptcplab.demo._catalogue import Entry, entry
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool
 from mptcplab.facts import network_effects
+from mptcplab.poll import until
 from mptcplab.report.ladder import Ladder, build_ladder
 from mptcplab.report.notes import Note
 
@@ -167,15 +168,8 @@ class Scene:
     def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
         """Poll until ``predicate()`` is true (returned); a LabError naming ``what`` after
         ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise LabError(f"demo {self.name}: timed out after {timeout:g} s waiting for "
-                               f"{what}")
-            time.sleep(0.02)
+        return until(predicate, what, timeout,
+                     error=lambda text: LabError(f"demo {self.name}: {text}"))
 
     def wait_counter(self, host: LabHost, before: Counters, name: str, at_least: int = 1,
                      timeout: float = 10.0) -> int:
