@@ -206,32 +206,21 @@ def test_bad_values_are_refused_before_the_kernel_and_change_nothing(host):
 def test_endpoint_changes_reach_a_running_connection_as_mp_prio():
     """The in-kernel PM's endpoint change sends MP_PRIO; the peer reports it (SF_PRIO)."""
     from mptcplab.topo import catalogue
+    from mptcplab.traffic import connect
 
     with Lab(catalogue.get("two-paths", rate=None)) as lab:
         client, server = lab["client"], lab["server"]
-        import socket
-
-        from mptcplab.topo import IPPROTO_MPTCP
-
         pm = client.pm
-        pm.subscribe()
-        lst = server.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        lst.bind(("0.0.0.0", 5000))
-        lst.listen()
-        cli = client.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        cli.connect(("10.0.1.2", 5000))
-        conn, _ = lst.accept()
-        cli.sendall(b"x" * 1000)
-        conn.recv(1000)
-        events = wait_events(pm, lambda evs: any(e.KIND == "sub_established" for e in evs))
-        server.pm.endpoint_change(1, backup=True)          # the server's signal endpoint
-        prio = wait_events(pm, lambda evs: any(e.KIND == "sub_priority" for e in evs))
+        pm.subscribe()                                     # before the connection's events
+        with connect(client, server, "10.0.1.2") as conn:
+            conn.upload(b"x" * 1000)
+            events = wait_events(pm, lambda evs: any(e.KIND == "sub_established" for e in evs))
+            server.pm.endpoint_change(1, backup=True)      # the server's signal endpoint
+            prio = wait_events(pm, lambda evs: any(e.KIND == "sub_priority" for e in evs))
         token = events[0].token
         (ev,) = [e for e in prio if e.KIND == "sub_priority"]
         assert (ev.token, ev.saddr, ev.daddr, ev.backup, ev.rem_id) == (
             token, "10.0.2.1", "10.0.2.2", 1, 1)
-        for s in (cli, conn, lst):
-            s.close()
 
 
 def wait_events(pm: PathManager, done, timeout: float = 10.0) -> list:

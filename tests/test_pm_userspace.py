@@ -21,6 +21,7 @@ from mptcplab.errors import ExitStatus
 from mptcplab.pm import PathManager, PmError
 from mptcplab.pm.events import Event
 from mptcplab.topo import IPPROTO_MPTCP, SOL_MPTCP, Lab, LabHost, catalogue
+from mptcplab.traffic import connect
 
 pytestmark = [needs_root, pytest.mark.usefixtures("root_guard")]
 MPTCP_INFO = 1
@@ -316,31 +317,23 @@ def test_userspace_verbs_on_a_kernel_pm_connection_change_nothing():
     with Lab(catalogue.get("two-paths", rate=None)) as lab:
         client, server = lab["client"], lab["server"]
         pm = client.pm
-        pm.subscribe()
-        lst = server.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        lst.bind(("0.0.0.0", 5000))
-        lst.listen()
-        cli = client.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        cli.connect(("10.0.1.2", 5000))
-        srv, _ = lst.accept()
-        cli.sendall(b"x")
-        srv.recv(1)
-        collect(pm, "sub_established")
-        token = mptcpi_token(cli)
-        before = client.counters()
-        for call in (lambda: pm.announce(token, "10.0.2.1", 5),
-                     lambda: pm.remove(token, 1),
-                     lambda: pm.subflow_create(token, "10.0.2.1", "10.0.2.2", 5000,
-                                               local_id=5)):
-            with pytest.raises(PmError) as exc:
-                call()
-            assert exc.value.status == ExitStatus.BAD_INPUT
-            assert "userspace PM not selected" in exc.value.extack, exc.value.extack
-        delta = client.counters() - before
-        delta.expect(MPTcpExtAddAddrTx=0, MPTcpExtRmAddrTx=0, MPTcpExtMPJoinSynTx=0)
-        assert collect(pm) == []
-        for s in (cli, srv, lst):
-            s.close()
+        pm.subscribe()                                     # before the connection's events
+        with connect(client, server, "10.0.1.2") as conn:
+            conn.upload(b"x")
+            collect(pm, "sub_established")
+            token = mptcpi_token(conn.client)
+            before = client.counters()
+            for call in (lambda: pm.announce(token, "10.0.2.1", 5),
+                         lambda: pm.remove(token, 1),
+                         lambda: pm.subflow_create(token, "10.0.2.1", "10.0.2.2", 5000,
+                                                   local_id=5)):
+                with pytest.raises(PmError) as exc:
+                    call()
+                assert exc.value.status == ExitStatus.BAD_INPUT
+                assert "userspace PM not selected" in exc.value.extack, exc.value.extack
+            delta = client.counters() - before
+            delta.expect(MPTcpExtAddAddrTx=0, MPTcpExtRmAddrTx=0, MPTcpExtMPJoinSynTx=0)
+            assert collect(pm) == []
 
 
 def test_the_command_line_drives_the_same_verbs(pair):
