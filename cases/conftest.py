@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # `import support` fr
 from support import (ARTIFACTS_ENV, STRICT_ENV, UNAVAILABLE, Case, kernel_feature, known_counter, probe,
                      rfc_section, strict)
 
+from mptcplab.pytest_hooks import pytest_runtest_call  # noqa: F401  (a pytest hook)
 from mptcplab.topo.lifecycle import all_states
 
 KEEP_ENV = "MPTCPLAB_KEEP_ARTIFACTS"     # =1: keep the captures of passing cases too
