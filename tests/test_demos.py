@@ -150,7 +150,7 @@ def test_backup_carries_nothing_until_wifi_fails(tmp_path: Path) -> None:
 
 
 def test_aggregate_uses_both_paths_beyond_either(tmp_path: Path) -> None:
-    out = demo("aggregate", tmp_path, seconds=3.0)
+    out = demo("aggregate", tmp_path, seconds=4.0)     # 3 s of steady state after the join
     f = out.facts
     assert set(f["subflow_bytes"]) == {"1", "2"}
     assert f["goodput_mbit"] > max(f["rate1_mbit"], f["rate2_mbit"])
