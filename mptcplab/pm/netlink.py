@@ -138,9 +138,12 @@ class mptcp_pm_msg(_pr2.mptcp_msg):
     )
 
     class pm_addr(nla):
-        """The `address` attribute set (an endpoint, or one end of a subflow)."""
+        """The `address` attribute set (an endpoint, or one end of a subflow). A nest, and
+        marked so: Linux 6.1 refuses it without NLA_F_NESTED ("NLA_F_NESTED is missing"),
+        later kernels let it pass; pyroute2's own class does not set the flag."""
 
         prefix = "MPTCP_PM_ADDR_ATTR_"
+        nla_flags = 1 << 15                      # NLA_F_NESTED
         nla_map = (
             ("MPTCP_PM_ADDR_ATTR_UNSPEC", "none"),
             ("MPTCP_PM_ADDR_ATTR_FAMILY", "uint16"),
