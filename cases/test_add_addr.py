@@ -99,10 +99,11 @@ def test_add_addr_with_port_is_signed_over_the_port_and_joined_there(case):
 def test_lost_echo_makes_add_addr_retransmit(case):
     """Every echo dropped on its way: the server announces again, with the same id, address
     and HMAC, a bounded number of times (Linux: 3 retransmissions, the first after the
-    subflow's RTO capped at add_addr_timeout, then backing off; seen 0.21, 0.42, 0.83 s).
-    Each interval is checked within [0.9, 2] x its expected value (RTO 200 ms doubling,
-    the first capped at add_addr_timeout=1 s): ~1.5 s of timers, then 2 s of proof that no
-    fifth one comes. RFC 8684 §3.4.1."""
+    subflow's RTO capped at add_addr_timeout, then backing off; seen 0.21, 0.42, 0.83 s on
+    6.18; every add_addr_timeout on 6.12 and 6.1: 1.01, 1.03, 1.02 s). Each interval is
+    checked within [0.9, 2] x its expected value under one of the two (RTO 200 ms doubling,
+    the first capped at add_addr_timeout=1 s; or 1 s each): ~1.5-3 s of timers, then 2 s
+    of proof that no fifth one comes. RFC 8684 §3.4.1."""
     topo = announcing()
     topo.nodes["client"].middlebox(DropMptcpSubtype("add_addr", echo=True, hook="output"))
     with Lab(topo) as lab:
@@ -122,11 +123,15 @@ def test_lost_echo_makes_add_addr_retransmit(case):
     assert len({(o["addr_id"], o["addr"], o["hmac"]) for _, o in announcements}) == 1
     times = [s.time for s, _ in announcements]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # a timer never fires early: the RTO (>= 200 ms) doubled each time; add_addr_timeout caps
-    # the first interval
-    assert all(g >= 0.9 * MIN_RTO * 2**i for i, g in enumerate(gaps)), gaps
-    assert all(g <= 2 * MIN_RTO * 2**i + 0.2 for i, g in enumerate(gaps)), gaps   # load room
-    assert gaps[0] <= TIMEOUT + 0.5, gaps      # the cap, with room for a loaded machine
+    # Two timers are seen, never firing early: Linux 6.18 the RTO (>= 200 ms) doubled each
+    # time, add_addr_timeout capping the first interval; 6.12 and older add_addr_timeout
+    # every time. Upper bounds leave room for a loaded machine.
+    backing_off = all(0.9 * MIN_RTO * 2**i <= g <= 2 * MIN_RTO * 2**i + 0.2
+                      for i, g in enumerate(gaps)) and gaps[0] <= TIMEOUT + 0.5
+    fixed = all(0.9 * TIMEOUT <= g <= TIMEOUT + 0.5 for g in gaps)
+    case.note("retransmission intervals", ", ".join(f"{g:.2f} s" for g in gaps) + (
+        " (RTO backing off)" if backing_off else " (add_addr_timeout each)" if fixed else ""))
+    assert backing_off or fixed, gaps
     assert find_options(segs, "ADD_ADDR", echo=True) == []   # dropped before the wire
 
 

@@ -126,10 +126,17 @@ def test_fastclose_resets_every_subflow(case, how, paths):
             with pytest.raises(ConnectionResetError):
                 conn.client.settimeout(5)
                 conn.client.recv(100)
-            expect_counters(server, before["server"], MPTcpExtMPFastcloseTx=paths,
-                            MPTcpExtMPRstTx=paths)
-            expect_counters(client, before["client"], MPTcpExtMPFastcloseRx=paths,
-                            MPTcpExtMPRstRx=paths)
+            # The wire below is the test; the counters only have to agree with it: Linux
+            # 6.18 counts each subflow's MP_FASTCLOSE/MP_TCPRST, 6.12 sends them on every
+            # subflow but counts one per connection.
+            sent = server.counters() - before["server"]
+            got = client.counters() - before["client"]
+            counted = {"server FastcloseTx": sent["MPTcpExtMPFastcloseTx"],
+                       "server RstTx": sent["MPTcpExtMPRstTx"],
+                       "client FastcloseRx": got["MPTcpExtMPFastcloseRx"],
+                       "client RstRx": got["MPTcpExtMPRstRx"]}
+            case.note("counted", str(counted))
+            assert all(n in (1, paths) for n in counted.values()), counted
             segs = cap.segments()
     client_key, _ = mptcp_keys(segs)
     fastcloses = [s for s in segs if has(s, "MP_FASTCLOSE")]

@@ -8,7 +8,16 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import KERNEL_V4, PEER_V4, PORT, covers, peer_lab, read_for, wait_for
+from support import (
+    KERNEL_V4,
+    PEER_V4,
+    PORT,
+    covers,
+    needs,
+    peer_lab,
+    read_for,
+    wait_for,
+)
 
 from mptcplab import crypto
 
@@ -54,6 +63,7 @@ def test_join_with_unknown_token_is_reset_with_mp_tcprst(case):
 
 
 @pytest.mark.slow
+@needs("net.mptcp.close_timeout")       # 60 s without it (Linux 6.1 has no such sysctl)
 @covers("3.2-stale-token")
 def test_join_with_the_token_of_a_closed_connection_is_reset(case):
     """The connection is gone (the application closed, the peer reset its subflow, `ss -M`
