@@ -142,11 +142,18 @@ class CatalogueEntry:
             name = name.strip()
             if not sep or not name.isidentifier():
                 raise BadInput(f"--set wants NAME=VALUE, got {pair!r}")
+            self.check_names([name], kinds)
+            out[name] = _parse_value(name, raw.strip(), kinds[name])
+        return out
+
+    def check_names(self, names: Any, kinds: dict[str, str] | None = None) -> None:
+        """A one-line error, listing the valid ones, for the first name that is no option
+        (keyword arguments given from Python are checked the same way)."""
+        kinds = self.settable() if kinds is None else kinds
+        for name in names:
             if name not in kinds:
                 valid = ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "none"
                 raise BadInput(f"{self.name} has no option {name!r} (options: {valid})")
-            out[name] = _parse_value(name, raw.strip(), kinds[name])
-        return out
 
 
 _TRUE = {"true", "yes", "on", "1"}

@@ -122,7 +122,8 @@ def _run_one(name: str, args: argparse.Namespace, pager: Pager, out: str | None)
         show("\n".join(lines[1:]))
         show(f"\n(files go to {folder})\n")
 
-    outcome = run_demo(name, out=out, options=entry(name).parse_options(args.set), say=say, started=introduce)
+    outcome = run_demo(name, out=out, options=entry(name).parse_options(args.set), say=say,
+                       started=introduce)
     if args.json:
         for obj in demo_json_lines(outcome):
             print(json.dumps(obj))

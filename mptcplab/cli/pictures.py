@@ -169,7 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the connection (default: the one that carried the most data)")
     p.add_argument("--from", dest="sender", choices=("client", "server"),
                    help="whose data to plot (default: the direction that carried the most)")
-    p.add_argument("--bin", type=number(float, "a number of seconds", 0.0005, 3600), metavar="SECONDS",
+    p.add_argument("--bin", type=number(float, "a number of seconds", 0.0005, 3600),
+                   metavar="SECONDS",
                    help="throughput interval (default: about 60 per plot)")
     p.add_argument("--rate", type=_rate, action="append", default=[], metavar="LABEL=MBIT",
                    help="a reference line on the throughput panel, e.g. wifi=50 (repeatable)")

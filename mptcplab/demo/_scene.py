@@ -283,15 +283,6 @@ def preflight(demo: Entry) -> None:
             raise MissingTool(f"demo {demo.name} cannot run here: {why}")
 
 
-def check_options(demo: Entry, options: dict[str, Any]) -> None:
-    known = demo.options
-    for name in options:
-        if name not in known:
-            listed = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
-            raise LabError(f"demo {demo.name} has no option {name!r} (options: {listed})",
-                           ExitStatus.USAGE)
-
-
 def output_dir(name: str, out: str | os.PathLike[str] | None) -> Path:
     """The folder for a demo's files: ``out`` (created if needed) or a fresh one."""
     if out is None:
@@ -334,7 +325,7 @@ def run_demo(name: str, *, out: str | os.PathLike[str] | None = None,
         raise LabError(f"{name} is a tour of {', '.join(demo.sequence)}: run each demo",
                        ExitStatus.USAGE)
     options = dict(options or {})
-    check_options(demo, options)
+    demo.check_names(options)
     preflight(demo)
     folder = output_dir(name, out)
     if started is not None:
