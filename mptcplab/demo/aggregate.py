@@ -68,7 +68,8 @@ def run(scene: Scene, *, rate1: str = "20mbit", rate2: str = "10mbit",
     total = progress[-1][1] if progress else 0
     link_sum = (r1 + r2) / 1e6
     window = (joined + WARMUP, end)
-    steady = f"from {window[0] - started:.1f} s to {window[1] - started:.1f} s"
+    steady = (f"over {window[0] - started:.1f}–{window[1] - started:.1f} s, from {WARMUP:g} s "
+              "after the join")
     sent: dict[int, int] = {}
     for ann in view.annotated:
         seg = ann.seg
@@ -95,8 +96,7 @@ def run(scene: Scene, *, rate1: str = "20mbit", rate2: str = "10mbit",
     faster = max(r1, r2) / 1e6
     scene.claim("the connection delivered more than the faster path alone could carry",
                 goodput > faster,
-                f"{goodput:.1f} Mbit/s acknowledged at the data level {steady}, "
-                f"{WARMUP:g} s after the join; "
+                f"{goodput:.1f} Mbit/s acknowledged at the data level {steady}; "
                 f"the faster path is {faster:g} Mbit/s")
     lines = [f"{'':<34}{'Mbit/s':>8}{'of the link rate':>18}"]
     for (number, rate), link in zip(sorted(subflow_rates.items()), (r1, r2)):
