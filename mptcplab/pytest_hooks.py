@@ -16,20 +16,9 @@ from typing import Any
 
 import pytest
 
+from mptcplab.traffic import mismatch_at
+
 LONG = 2048         # above this many bytes/characters, no line diff
-
-
-def first_difference(left: Any, right: Any) -> int:
-    """Index of the first element where the two differ (the shorter one's length if one is
-    a prefix of the other), found by halving rather than one element at a time."""
-    lo, hi = 0, min(len(left), len(right))
-    while lo < hi:                       # invariant: left[:lo] == right[:lo]
-        mid = (lo + hi + 1) // 2
-        if left[lo:mid] == right[lo:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def long_values_explained(op: str, left: Any, right: Any) -> list[str] | None:
@@ -44,7 +33,7 @@ def long_values_explained(op: str, left: Any, right: Any) -> list[str] | None:
         what, show = "characters", (lambda v, i: f"{v[i:i + 40]!r}...")
     else:
         return None
-    i = first_difference(left, right)
+    i = mismatch_at(left, right)
     head = f"{len(left):,} {what} == {len(right):,} {what} (long values: no line diff)"
     if i == min(len(left), len(right)):
         return [head, "the shorter is a prefix of the longer"]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mptcplab.errors import LabError
 from mptcplab.sockopt import IPPROTO_MPTCP, is_fallback
@@ -286,12 +286,25 @@ def pattern(n: int, seed: int = 0) -> bytes:
     return (block * (n // 251 + 1))[:n]
 
 
+def mismatch_at(left: Any, right: Any) -> int:
+    """Index of the first element where two sequences (bytes, text) differ, the shorter one's
+    length if one is a prefix of the other; found by halving, fast on megabytes."""
+    lo, hi = 0, min(len(left), len(right))
+    while lo < hi:                       # invariant: left[:lo] == right[:lo]
+        mid = (lo + hi + 1) // 2
+        if left[lo:mid] == right[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def first_difference(sent: bytes, got: bytes) -> str:
     """"identical" or where and how two byte strings part."""
     if sent == got:
         return "identical"
-    for i, (a, b) in enumerate(zip(sent, got)):
-        if a != b:
-            return (f"{len(sent)} bytes sent, {len(got)} read; first difference at byte {i} "
-                    f"(sent {a:#04x}, read {b:#04x})")
+    i = mismatch_at(sent, got)
+    if i < min(len(sent), len(got)):
+        return (f"{len(sent)} bytes sent, {len(got)} read; first difference at byte {i} "
+                f"(sent {sent[i]:#04x}, read {got[i]:#04x})")
     return f"{len(sent)} bytes sent, {len(got)} read; the shorter is a prefix of the longer"

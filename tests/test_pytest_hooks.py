@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from mptcplab.pytest_hooks import first_difference
+from mptcplab.traffic import mismatch_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_long_byte_strings_are_explained_by_their_first_difference(tmp_path):
     assert "At index 2 diff" in out or "Full diff" in out       # small values: pytest's own
 
 
-def test_first_difference_by_halving_agrees_with_a_plain_scan():
+def test_mismatch_by_halving_agrees_with_a_plain_scan():
     import random
 
     rng = random.Random(7)
@@ -59,4 +59,4 @@ def test_first_difference_by_halving_agrees_with_a_plain_scan():
             b[rng.randrange(len(b))] ^= 1
         b = bytes(b) + bytes(rng.randrange(3) for _ in range(rng.randrange(0, 3)))
         plain = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        assert first_difference(a, b) == plain, (a, b)
+        assert mismatch_at(a, b) == plain, (a, b)
