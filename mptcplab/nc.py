@@ -31,8 +31,9 @@ from typing import Any, TextIO
 
 from mptcplab import namespaces as ns
 from mptcplab import sockdiag, sockopt
+from mptcplab.describe import endpoint
 from mptcplab.errors import BadInput, ExitStatus, LabError, MissingTool
-from mptcplab.sockopt import IPPROTO_MPTCP, SockAddr, TcpInfo
+from mptcplab.sockopt import IPPROTO_MPTCP, SockAddr, TcpInfo, unmapped
 
 CHUNK = 1 << 18
 HIGH_WATER = 1 << 20     # bytes read from stdin and not yet accepted by the socket
@@ -161,9 +162,10 @@ class SubflowWatch:
                                    [self.seen[k] for k in sorted(self.seen)])
                 return self.last
         t = sockopt.tcp_info(self.sock)
-        local = SockAddr(self.sock.family, *self.sock.getsockname()[:2])
+        local = SockAddr.of(self.sock.family, *self.sock.getsockname()[:2])
         try:
-            remote: SockAddr | None = SockAddr(self.sock.family, *self.sock.getpeername()[:2])
+            remote: SockAddr | None = SockAddr.of(self.sock.family,
+                                                  *self.sock.getpeername()[:2])
         except OSError:
             remote = self.last.subflows[0].remote if self.last and self.last.subflows else None
         row = _row(None, local, remote, t, "no")
@@ -232,10 +234,6 @@ class Display:
 
 # -- opening the connection ------------------------------------------------------------------
 
-def _endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 def _netns_fd(netns: str | None) -> int | None:
     if netns is None:
         return None
@@ -287,7 +285,7 @@ def _bind(sock: socket.socket, addr: str, port: int) -> None:
     try:
         sock.bind((addr, port))
     except OSError as exc:
-        where = _endpoint(addr, port)
+        where = endpoint(addr, port)
         if exc.errno == errno.EADDRINUSE:
             raise LabError(f"cannot bind {where}: address already in use") from None
         if exc.errno == errno.EADDRNOTAVAIL:
@@ -327,15 +325,14 @@ def open_connection(opts: NcOptions, note: Callable[[str], None],
                     on_local_port(opts.port)
                 lsock.listen(4)
                 if opts.verbose:
-                    note(f"listening on {_endpoint(host, opts.port)} "
+                    note(f"listening on {endpoint(host, opts.port)} "
                          f"({'TCP' if opts.tcp else 'MPTCP'})")
                 sock, peer = lsock.accept()
             except BaseException:
                 lsock.close()
                 raise
             if opts.verbose:
-                addr = peer[0].removeprefix("::ffff:") if "." in peer[0] else peer[0]
-                note(f"connection from {_endpoint(addr, peer[1])}")
+                note(f"connection from {endpoint(unmapped(peer[0]), peer[1])}")
             return sock, lsock
         assert opts.host is not None
         family, addr = _resolve(opts.host, opts.port, opts.family or
@@ -349,7 +346,7 @@ def open_connection(opts: NcOptions, note: Callable[[str], None],
                 if on_local_port is not None:
                     on_local_port(sock.getsockname()[1])
             sock.settimeout(opts.timeout)
-            where = _endpoint(addr[0], addr[1])
+            where = endpoint(addr[0], addr[1])
             try:
                 sock.connect(addr)
             except TimeoutError:

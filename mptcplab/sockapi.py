@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mptcplab import sockdiag, sockopt
+from mptcplab.describe import endpoint
 from mptcplab.errors import BadInput, ExitStatus, LabError
 from mptcplab.sockopt import SockAddr, Subflow, TcpInfo
 
@@ -227,7 +228,8 @@ class MptcpSocket:
         if rport is None:
             raise BadInput("no remote port given")
         before = {s.id for s in first.subflows}
-        what = f"opening a subflow {_ep(laddr, lport)} -> {_ep(raddr, rport)}"
+        what = f"opening a subflow {endpoint(str(laddr), lport or None)} -> " \
+               f"{endpoint(raddr, rport)}"
         pm, fd = self._pm()
         try:
             pm.subscribe()
@@ -347,6 +349,3 @@ class MptcpSocket:
             raise NotPerSubflow(f"the MPTCP socket refuses {name}: {exc.strerror}") from None
 
 
-def _ep(addr: str | None, port: int | None) -> str:
-    text = f"[{addr}]" if addr and ":" in addr and port else str(addr)
-    return f"{text}:{port}" if port else text

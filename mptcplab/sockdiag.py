@@ -132,9 +132,7 @@ def _attrs(data: bytes, off: int = 0) -> Iterator[tuple[int, bytes]]:
 def _addr(family: int, raw: bytes, port: bytes) -> SockAddr:
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     ip = ipaddress.IPv4Address(raw[:4]) if family == socket.AF_INET else ipaddress.IPv6Address(raw)
-    text = str(ip.ipv4_mapped) if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped \
-        else str(ip)
-    return SockAddr(family, text, int.from_bytes(port, "big"))
+    return SockAddr.of(family, str(ip), int.from_bytes(port, "big"))
 
 
 INET_DIAG_NOCOOKIE = b"\xff" * 8

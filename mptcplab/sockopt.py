@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
+from mptcplab.describe import endpoint
 from mptcplab.errors import BadInput, LabError, MissingTool
 
 IPPROTO_MPTCP = 262
@@ -297,16 +298,33 @@ class TcpInfo(_Uapi):
         return [name for bit, name in TCPI_OPTIONS.items() if (self.tcpi_options or 0) & bit]
 
 
+def unmapped(addr: str) -> str:
+    """An address as people write it: an IPv4-mapped IPv6 address (::ffff:10.0.1.1, what an
+    IPv6 socket shows for an IPv4 peer; Python 3.11 prints it ::ffff:a00:101) as its IPv4
+    address."""
+    if not addr.startswith("::ffff:"):
+        return addr
+    try:
+        mapped = ipaddress.IPv6Address(addr.split("%", 1)[0]).ipv4_mapped
+    except ValueError:
+        return addr
+    return str(mapped) if mapped else addr
+
+
 class SockAddr(NamedTuple):
-    """One end of a subflow (decoded sockaddr_in / sockaddr_in6)."""
+    """One end of a subflow (decoded sockaddr_in / sockaddr_in6). `family` is the socket's;
+    `addr` is unmapped, so an IPv4 peer of an IPv6 socket reads as IPv4."""
 
     family: int
     addr: str
     port: int
 
+    @classmethod
+    def of(cls, family: int, addr: str, port: int) -> SockAddr:
+        return cls(family, unmapped(addr), port)
+
     def __str__(self) -> str:
-        return f"[{self.addr}]:{self.port}" if self.family == socket.AF_INET6 \
-            else f"{self.addr}:{self.port}"
+        return endpoint(self.addr, self.port)
 
 
 def sockaddr_from_bytes(data: bytes) -> SockAddr | None:
@@ -318,9 +336,8 @@ def sockaddr_from_bytes(data: bytes) -> SockAddr | None:
         return SockAddr(family, str(ipaddress.IPv4Address(data[4:8])),
                         struct.unpack_from("!H", data, 2)[0])
     if family == socket.AF_INET6 and len(data) >= 24:
-        ip = ipaddress.IPv6Address(data[8:24])
-        addr = str(ip.ipv4_mapped) if ip.ipv4_mapped else str(ip)
-        return SockAddr(family, addr, struct.unpack_from("!H", data, 2)[0])
+        return SockAddr.of(family, str(ipaddress.IPv6Address(data[8:24])),
+                           struct.unpack_from("!H", data, 2)[0])
     return None
 
 
@@ -546,8 +563,4 @@ def is_fallback(sock: Sock) -> bool:
     """True when the connection is plain TCP: an MPTCP socket that fell back (the kernel then
     answers MPTCP_INFO with EOPNOTSUPP), or the TCP socket an MPTCP listener's accept() hands
     out for a client that did not offer MPTCP."""
-    try:
-        mptcp_info(sock)
-    except (Fallback, NotMptcp):
-        return True
-    return False
+    return mptcp_info_or_none(sock) is None

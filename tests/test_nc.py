@@ -86,7 +86,8 @@ def test_10mb_over_two_paths_both_subflows_carry_bytes(lab, big, tmp_path):
     out = tmp_path / "received"
     before = tx_bytes(lab["client"])
     with open(out, "wb") as sink:
-        server = nc(lab, "server", "-l", "-v", "--recv-only", "--json", "5301", stdout=sink)
+        server = nc(lab, "server", "-l", "-v", "--recv-only", "--subflows", "--json", "5301",
+                    stdout=sink)
         assert "listening on [::]:5301 (MPTCP)" in listening(server)
         with open(big, "rb") as src:
             client = nc(lab, "client", "--subflows", "--json", "--interval", "0.1",
@@ -104,6 +105,11 @@ def test_10mb_over_two_paths_both_subflows_carry_bytes(lab, big, tmp_path):
     assert ids == [1, 2], final["subflows"]
     locals_ = {s["id"]: s["local"].rsplit(":", 1)[0] for s in final["subflows"]}
     assert locals_ == {1: "10.0.1.1", 2: "10.0.2.1"}
+    # the listener's IPv6 socket sees IPv4 clients: their addresses read as IPv4
+    served = json_lines(srv_err)[-1]
+    assert "connection from 10.0.1.1:" in srv_err
+    assert {(s["local"], s["remote"].rsplit(":", 1)[0]) for s in served["subflows"]} == \
+        {("10.0.1.2:5301", "10.0.1.1"), ("10.0.2.2:5301", "10.0.2.1")}, served["subflows"]
     for s in final["subflows"]:
         assert s["bytes_sent"] > 500_000, s
         assert s["rtt_ms"] > 0 and s["cwnd"] > 0 and s["backup"] == "no"
