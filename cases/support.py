@@ -168,8 +168,13 @@ def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 10.0,
 def _skip_missing(counters: Counters, names: Any) -> None:
     """A counter this kernel does not have makes the case "not available on this kernel"
     (it cannot judge; a skip also under MPTCPLAB_STRICT=1), like a missing `needs(...)`
-    kernel feature, rather than a KeyError; it never reads as 0."""
+    kernel feature, rather than a KeyError; it never reads as 0. A name no kernel the lab
+    knows has is a typo in the case: a failure, never a skip."""
     missing = [n for n in names if n not in counters]
+    unknown = [n for n in missing if not known_counter(n)]
+    if unknown:
+        raise AssertionError(f"no kernel has a MIB counter named {', '.join(unknown)} "
+                             "(a typo in the case?)")
     if missing:
         unavailable("; ".join(f"this kernel has no MIB counter {n}" for n in missing))
 
@@ -440,6 +445,8 @@ def peer_lab(case: Case, *, kernel_mptcp: dict[str, object] | None = None,
             pl = PeerLab(lab, mp, case, lab["server"].counters())
             try:
                 yield pl
+                # a peer whose receive thread died saw nothing after that: no verdict
+                assert mp.error is None, f"the peer's receive thread failed: {mp.error!r}"
             finally:
                 case.dir.mkdir(parents=True, exist_ok=True)
                 path = case.dir / "peer-view.pcap"

@@ -171,6 +171,8 @@ def test_bad_checksum_later_mapping_observed_outcomes(case):
     assert fails, "no MP_FAIL from the receiver"
     bad = [s for s in segs if s.dst == SERVER and s.payload[10:11] == b"\xff"]
     assert len(bad) == 1, "the middlebox changed one segment"
+    (mapping,) = [o for o in bad[0].options if o["subtype"] == "DSS" and "dsn" in o]
+    assert fails == [mapping["dsn"]], (fails, mapping)      # naming the failed mapping
     assert 0 < len(read) <= len(sent), first_difference(sent, read)
     assert one_changed_byte(sent[:len(read)], read, 0xFF), first_difference(sent, read)
     case.note("outcome", "whole stream" if len(read) == len(sent) else

@@ -11,7 +11,7 @@ import re
 import socket
 
 import pytest
-from support import KERNEL_V4, PORT, covers, peer_lab, read_for, wait_for
+from support import KERNEL_V4, PORT, covers, needs, peer_lab, read_for, wait_for
 
 from mptcplab import crypto
 from mptcplab.peer import ACK, PSH
@@ -174,6 +174,7 @@ def test_data_fin_after_a_hole_waits_for_the_missing_data(case):
 
 
 @pytest.mark.slow
+@needs("ss")
 @covers("3.3-data-fin-retransmit")
 def test_unacknowledged_data_fin_is_retransmitted_with_backoff(case):
     """The kernel ends its stream; the peer acknowledges every segment but never the

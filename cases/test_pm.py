@@ -181,7 +181,7 @@ def test_userspace_path_manager_leaves_the_kernel_silent(case):
 
 
 @needs("nft", "MPTcpExtMPJoinSynTx")
-@covers("3.2-synack-no-join", "3.4-path-management")
+@covers("3.4-path-management")
 def test_join_refused_by_the_path_leaves_the_data_intact(case):
     """The server's side of path 2 rejects the join SYN with a TCP RST (nft): the client
     counts the failed attempt, the connection stays on path 1 and both directions arrive

@@ -725,11 +725,14 @@ class MptcpPeer:
                     tcp_flags: str | None = None,
                     where: Callable[[Segment, dict[str, Any]], bool] | None = None,
                     **fields: Any) -> None:
-        """Nothing matching arrives within ``within`` seconds."""
+        """Nothing matching arrives within ``within`` seconds (and the peer's receive
+        thread is still alive: a dead one sees nothing, which proves nothing)."""
         try:
             seg, opt = self.expect(subtype, tcp_flags=tcp_flags, timeout=within, where=where,
                                    **fields)
         except ExpectationFailed:
+            if self.error is not None:
+                raise
             return
         raise ExpectationFailed(f"expected no {subtype or 'segment'} {fields or ''} within "
                                 f"{within} s, got: {_line(seg)}")
