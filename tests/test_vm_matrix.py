@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcplab.errors import BadInput
+from mptcplab.errors import BadInput, ExitStatus, LabError
 from mptcplab.vm import kernels, matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,6 +242,20 @@ def test_debian_spec_matching():
     assert sorted(["6.1.0-9", "6.1.0-57", "6.1.0-10"], key=kernels._natural)[-1] == "6.1.0-57"
 
 
+def test_two_images_of_one_release_are_refused_before_anything_runs(tmp_path):
+    """Two kernel images of the same release (a patched build and the stock one) would share
+    a matrix column and overwrite each other's files: refused at once, nothing booted."""
+    images = [k.image for k in kernels.cached()]
+    if not images:
+        pytest.skip("no kernel in the lab's cache (mptcplab vm fetch 6.12)")
+    copy = tmp_path / "bzImage"
+    copy.symlink_to(images[0])
+    opts = matrix.RunOptions(out=tmp_path / "out")
+    with pytest.raises(LabError, match="would share the column") as exc:
+        matrix.run_matrix([str(images[0]), str(copy)], opts, log=lambda _: None)
+    assert exc.value.status == ExitStatus.USAGE and not (tmp_path / "out").exists()
+
+
 def test_image_release_agrees_with_file(tmp_path):
     """The release read from a bzImage's setup header is what file(1) says it is."""
     images = [k.image for k in kernels.cached()]
@@ -273,6 +287,17 @@ def test_cases_usage_and_bad_files(tmp_path):
     r = _cli("cases", "--merge", str(bad_xml))
     assert r.returncode == 3 and "not a JUnit XML file" in r.stderr
     assert "Traceback" not in r.stderr
+    # files that look like results but are not whole: one line each, never a traceback
+    for name, text in [
+            ("no-label.json", '{"format": "mptcplab-cases/1"}'),
+            ("odd-case.json", '{"format": "mptcplab-cases/1", "label": "x", "release": "1", '
+                              '"cases": [{"case": "a", "result": "weird"}]}'),
+            ("odd-time.xml", '<testsuites><testsuite><testcase classname="a" name="b" '
+                             'time="abc"/></testsuite></testsuites>')]:
+        (tmp_path / name).write_text(text)
+        r = _cli("cases", "--merge", str(tmp_path / name))
+        assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+        assert "not a results file" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="vm run checks root first")

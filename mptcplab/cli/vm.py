@@ -61,13 +61,15 @@ def _run(args: argparse.Namespace) -> int:
     if not command:
         raise LabError("give the command to run after --: mptcplab vm run --kernel 6.12 -- "
                        "python3 -m pytest cases -k join", ExitStatus.USAGE)
+    options = vm_options(args)
+    machine.check_writable(Path(os.getcwd()), options.rwdirs)
     machine.check_tools()
     kernel = resolve(args.kernel, log=_say)
     if kernel.native:
         raise LabError("--kernel host is the kernel this runs on; to run a command on it, "
                        "just run it (or give /boot/vmlinuz-... to boot it in a VM)",
                        ExitStatus.USAGE)
-    result = machine.run(kernel, command, cwd=Path(os.getcwd()), options=vm_options(args),
+    result = machine.run(kernel, command, cwd=Path(os.getcwd()), options=options,
                          log=_say)
     if args.report:
         _say(f"{kernel.release} under {result.accel.upper()}: booted in "

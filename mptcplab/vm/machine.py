@@ -42,9 +42,16 @@ UDEVD = ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd")
 ENV_SKIP = ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS",
             "SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY",
             "TMUX", "TMUX_PANE", "STY", "PWD", "OLDPWD", "SHLVL", "_", "TERM_SESSION_ID")
-# Never shared writable: the guest runs as root.
-SYSTEM_DIRS = {Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc",
-                                 "/root", "/run", "/sbin", "/sys", "/usr", "/var", "/home")}
+# Never shared writable: the guest runs as root. The machine's own trees and anything in them;
+# "/", "/home" and "/root" themselves only (a checkout under /home/you or /root is fine).
+SYSTEM_TREES = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64",
+                                       "/proc", "/run", "/sbin", "/sys", "/usr", "/var"))
+SYSTEM_DIRS = {Path("/"), Path("/home"), Path("/root")}
+
+
+def system_dir(path: Path) -> bool:
+    """Is `path` (resolved) one of this machine's own directories, or inside one?"""
+    return path in SYSTEM_DIRS or any(path == t or t in path.parents for t in SYSTEM_TREES)
 KVM_PROBE_SECONDS = 3.0
 STOP_GRACE = 5.0
 
@@ -243,6 +250,18 @@ def vng_command(kernel: Kernel, share: Path, cwd: Path, accel: str,
     return cmd
 
 
+def check_writable(cwd: Path, rwdirs: Sequence[Path]) -> None:
+    """The directories the guest (root) may write: the working directory and --rwdir ones,
+    never this machine's own (checked before anything is fetched or booted)."""
+    if not cwd.is_dir():
+        raise LabError(f"working directory {cwd} does not exist")
+    for d in (cwd, *rwdirs):
+        if system_dir(Path(d).resolve()):
+            raise LabError(f"refusing to let the guest write {d} (this machine's own files): "
+                           "run from your checkout, or give --rwdir a directory of yours",
+                           ExitStatus.USAGE)
+
+
 def run(kernel: Kernel, argv: Sequence[str], *, cwd: Path, options: VMOptions | None = None,
         env: dict[str, str] | None = None, stdout: BinaryIO | None = None,
         stderr: BinaryIO | None = None, log: Log = _stderr_log) -> VMRun:
@@ -256,16 +275,10 @@ def run(kernel: Kernel, argv: Sequence[str], *, cwd: Path, options: VMOptions | 
     if not argv:
         raise LabError("no command to run in the VM")
     options = options or VMOptions()
+    cwd = cwd.resolve()
+    check_writable(cwd, options.rwdirs)
     check_tools()
     accel, why = choose_accel(options.accel, kernel.image)
-    cwd = cwd.resolve()
-    if not cwd.is_dir():
-        raise LabError(f"working directory {cwd} does not exist")
-    for d in (cwd, *options.rwdirs):
-        if Path(d).resolve() in SYSTEM_DIRS:
-            raise LabError(f"refusing to let the guest write {d} (this machine's own files): "
-                           "run from your checkout, or give --rwdir a directory of yours",
-                           ExitStatus.USAGE)
     out = stdout if stdout is not None else sys.stdout.buffer
     err = stderr if stderr is not None else sys.stderr.buffer
     share = Path(tempfile.mkdtemp(prefix=f"mptcplab-vm-{os.getpid()}-"))   # whose, for clean-up checks

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mptcplab.errors import BadInput, LabError
+from mptcplab.errors import BadInput, ExitStatus, LabError
 from mptcplab.topo import lifecycle
 from mptcplab.vm import kernels as kmod
 from mptcplab.vm import machine
@@ -179,6 +179,25 @@ def load(path: Path) -> list[KernelResults]:
     `--json`), or a JUnit XML file."""
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
+    try:
+        runs = _load(path)
+        for run in runs:                    # what the matrix and its tables rely on
+            for c in run.cases:
+                if c.result not in RESULTS or not isinstance(c.case, str):
+                    raise ValueError(f"case {c.case!r}: unknown result {c.result!r}")
+                c.seconds = float(c.seconds)
+            for name in ("seconds", "boot_seconds"):
+                if getattr(run, name) is not None:
+                    setattr(run, name, float(getattr(run, name)))
+            if not isinstance(run.label, str) or not isinstance(run.release, str):
+                raise TypeError("label and release must be text")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadInput(f"{path}: not a results file of `mptcplab cases` "
+                       f"({type(exc).__name__}: {exc})") from None
+    return runs
+
+
+def _load(path: Path) -> list[KernelResults]:
     head = path.read_bytes()[:64].lstrip()
     if head.startswith(b"<"):
         return parse_junit(path)
@@ -428,6 +447,12 @@ def run_matrix(specs: Sequence[str], opts: RunOptions, *, jobs: int = 1,
                 raise
             log(f"{spec}: {exc}")
             resolved.append(KernelResults(spec, "", error=str(exc)))
+    labels = [k.label for k in resolved]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:       # their results, files and matrix columns would overwrite each other
+        raise LabError(f"two kernels would share the column {', '.join(twice)} (the same "
+                       "release): run them one at a time with different --out folders",
+                       ExitStatus.USAGE)
     if any(isinstance(k, Kernel) and not k.native for k in resolved):
         machine.check_tools()
     machine.allow_running()
