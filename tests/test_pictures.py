@@ -398,3 +398,34 @@ def test_random_order_spans() -> None:
         spans.add(lo, hi)
         covered.update(range(lo, hi))
     assert sum(b - a for a, b in zip(spans.starts, spans.ends)) == len(covered)
+
+
+def test_plot_event_labels_neither_overlap_nor_leave_the_panel():
+    """Crowded, long event texts (the backup demo's) on a plot: every label drawn, each box
+    clear of the others and inside the panel, as measured on the laid-out figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mptcplab.report.plot import _events
+
+    fig = Figure(figsize=(13, 7.5), dpi=110, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.set_xlim(0, 8)
+    top.legend(handles=top.plot([0, 8], [0, 1], label="a wide legend " * 4),
+               loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    events = [(1.5, "WiFi fails: the router drops everything on the WiFi link"),
+              (1.55, "the connection manager makes cellular regular (endpoint id 2 nobackup)"),
+              (3.0, "WiFi is back"),
+              (3.02, "the connection manager makes cellular a backup again"),
+              (7.9, "the upload stops; the server read 12,345,678 bytes")]
+    _events(fig, top, bottom, events)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    panel = top.get_window_extent(renderer)
+    boxes = [a.get_window_extent(renderer) for a in top.texts]
+    assert sorted(a.get_text() for a in top.texts) == sorted(text for _, text in events)
+    for i, box in enumerate(boxes):
+        assert panel.x0 - 1 <= box.x0 and box.x1 <= panel.x1 + 1, top.texts[i].get_text()
+        for other in boxes[i + 1:]:
+            assert not box.overlaps(other), (top.texts[i].get_text(), other)

@@ -206,15 +206,15 @@ def plot_series(s: Series, path: str | Path | Sequence[str | Path], *, title: st
                      markeredgecolor=REINJECTION_COLOUR,
                      label=f"s{sub.number} reinjection: sent before on another subflow "
                            f"({len(sub.reinjected)})")
-        xs = [k * s.bin for k in range(len(sub.binned))]
-        bottom.step(xs, sub.binned, where="post", color=colour, linewidth=1.4, zorder=3,
+        xs, ys = _stairs(sub.binned, s.bin)
+        bottom.step(xs, ys, where="post", color=colour, linewidth=1.4, zorder=3,
                     label=f"s{sub.number} (data sent, retransmissions left out)")
     if s.acks:
         top.step([t for t, _ in s.acks], [a for _, a in s.acks], where="post",
                  color="#999999", linewidth=1, linestyle=(0, (3, 2)), zorder=2,
                  label="DATA_ACK (next byte expected)")
-    xs = [k * s.bin for k in range(len(s.total))]
-    bottom.step(xs, s.total, where="post", color="#bbbbbb", linewidth=4, zorder=2,
+    xs, ys = _stairs(s.total, s.bin)
+    bottom.step(xs, ys, where="post", color="#bbbbbb", linewidth=4, zorder=2,
                 label="connection: " + ("data acknowledged (DATA_ACK)" if s.by_acks
                                         else "new data sent"))
     for i, (label, mbit) in enumerate(rates):
@@ -238,8 +238,8 @@ def plot_series(s: Series, path: str | Path | Sequence[str | Path], *, title: st
     bottom.set_ylim(0, peak * 1.18)
     top.set_xlim(left=0, right=max(s.duration, max((t for t, _ in events), default=0)) * 1.02)
     top.set_ylim(bottom=0)
-    _events(top, bottom, events)
     fig.suptitle(title or f"connection {s.connection}, {s.direction}", fontsize=11)
+    _events(fig, top, bottom, events)
     for p in paths:
         try:
             fig.savefig(str(p))
@@ -247,33 +247,52 @@ def plot_series(s: Series, path: str | Path | Sequence[str | Path], *, title: st
             raise LabError(f"cannot write {p}: {exc.strerror or exc}") from None
 
 
-def _events(top: Any, bottom: Any, events: Sequence[tuple[float, str]]) -> None:
+def _stairs(values: Sequence[float], width: float) -> tuple[list[float], list[float]]:
+    """A step line over bins of `width` that draws the last bin too (a `where="post"` step
+    over the bins' starts stops where the last bin begins)."""
+    xs = [k * width for k in range(len(values) + 1)]
+    return xs, [*values, *values[-1:]]
+
+
+def _events(fig: Any, top: Any, bottom: Any, events: Sequence[tuple[float, str]]) -> None:
     """Vertical lines at the events, their labels stacked down from the top of the upper
-    panel: a label goes on the first level where it clears the others, to the right of its
-    line, or to the left where it would run past the right edge."""
+    panel: a label goes on the first level where its drawn box clears the others and the
+    panel's edges, right of its line if it fits there, else left of it. Boxes are measured
+    on the laid-out figure (the title and legends already in place), not guessed."""
     if not events:
         return
-    left, right = top.get_xlim()
-    width_px = top.get_window_extent().width or 800
-    per_char = 5.2 / width_px * (right - left)      # an 8 pt character, in data units
-    levels: list[list[tuple[float, float]]] = []     # the spans taken on each level
-    for t, text in sorted(events):
+    for t, _ in events:
         for ax in (top, bottom):
             ax.axvline(t, color="#8a5a00", linestyle=(0, (5, 3)), linewidth=1)
-        span = (len(text) + 2) * per_char
-        leftward = t + span > right
-        lo, hi = (t - span, t) if leftward else (t, t + span)
-        level = next((i for i, taken in enumerate(levels)
-                      if all(hi <= a or lo >= b for a, b in taken)), len(levels))
-        if level == len(levels):
-            levels.append([])
-        levels[level].append((lo, hi))
-        top.annotate(text, xy=(t, 1.0), xycoords=("data", "axes fraction"),
-                     xytext=(-3 if leftward else 3, -4 - 13 * level),
-                     textcoords="offset points", ha="right" if leftward else "left",
-                     va="top", fontsize=8, color="#8a5a00",
-                     bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
-                           "alpha": 0.9})
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()                       # runs the constrained layout once
+    renderer = canvas.get_renderer()
+    panel = top.get_window_extent(renderer)
+    placed: list[Any] = []
+    for t, text in sorted(events):
+        for level in range(len(events) + 1):
+            ann = None
+            for leftward in (False, True):
+                ann = top.annotate(
+                    text, xy=(t, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(-3 if leftward else 3, -4 - 13 * level),
+                    textcoords="offset points", ha="right" if leftward else "left",
+                    va="top", fontsize=8, color="#8a5a00", annotation_clip=False,
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                          "alpha": 0.9})
+                ann.set_in_layout(False)    # labels must not move the panels they sit in
+                box = ann.get_window_extent(renderer)
+                inside = box.x0 >= panel.x0 - 1 and box.x1 <= panel.x1 + 1
+                last_try = level == len(events) and leftward    # never drop a label
+                if last_try or inside and not any(box.overlaps(other) for other in placed):
+                    placed.append(box)
+                    break
+                ann.remove()
+                ann = None
+            if ann is not None:
+                break
 
 
 def plot_capture(annotated: Iterable[Annotated], path: str | Path, *,
