@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from mptcplab.analysis import CLIENT, SERVER, DataLevel, Spans, Tracker
 from mptcplab.decode import Segment, decode_file
 from mptcplab.facts import data_ranges
+from mptcplab.report.demo import footer_lines
 from mptcplab.report.ladder import Arrow, Event, Gap, build_ladder, ladder_text
 from mptcplab.report.svg import (
     Box,
@@ -113,9 +114,14 @@ def test_events_and_network_marks_land_on_their_rows() -> None:
 
 @pytest.mark.parametrize("width", [60, 100, 140])
 def test_terminal_ladder_fits_its_width_plain_or_ascii(width: int) -> None:
-    annotated, _, _ = track(OWN[1])
-    ladder = build_ladder(annotated, connection=1, title="t")
+    annotated, tracker, _ = track(OWN[1])
+    t0 = annotated[0].seg.time
+    ladder = build_ladder(annotated, connection=1, title="a long title for a narrow ladder " * 3,
+                          events=[(t0 + 0.001, "the connection manager makes cellular regular "
+                                               "(endpoint id 2 nobackup) " * 2)])
+    ladder.footer = footer_lines(tracker, OWN[1].name)
     plain = ladder_text(ladder, width=width)
+    assert "nobackup" in plain and any("ladder" in line for line in plain.splitlines()[:3])
     assert "\033[" not in plain
     assert max(len(line) for line in plain.splitlines()) <= width
     ascii_only = ladder_text(ladder, width=width, unicode=False)

@@ -70,7 +70,7 @@ class Gap:
         """``⋯ 37 segments not drawn (…)`` then one line per subflow direction."""
         total = self.segments
         out = [f"{total} segment{'s' if total != 1 else ''} not drawn, "
-               f"{self.time:.3f}–{self.until:.3f} s:"]
+               f"{self.time:.6f}–{self.until:.6f} s:"]
         for (sub, sender), (n, size) in sorted(self.flows.items(),
                                                key=lambda kv: (kv[0][0] or 0, kv[0][1])):
             what = f"{size:,} bytes of data" if size else "acknowledgements only"
@@ -384,7 +384,8 @@ class TextLadder:
         g, lad = self.g, self.ladder
         out = []
         if lad.title and self.title:
-            out += [self._c(lad.title, "bold"), ""]
+            out += [*(self._c(piece, "bold") for piece in
+                      textwrap.wrap(lad.title, self.GUTTER + self.lane + 2)), ""]
         for number, text in lad.subflows:
             out.append(" " * self.GUTTER + self._c(text, subflow_colour(number)))
         if lad.subflows:
@@ -411,17 +412,21 @@ class TextLadder:
         if isinstance(row, Event):
             return self._event(row)
         if isinstance(row, Gap):
-            return [self._lane(("" if i else self.g.more + " ") + line, "dim")
-                    for i, line in enumerate(row.lines(self.g.ways[0]))]
+            return [self._lane(piece, "dim")
+                    for i, line in enumerate(row.lines(self.g.ways[0]))
+                    for piece in self._wrap(("" if i else self.g.more + " ") + line, "    ")]
         return self._arrow(row)
 
     def _event(self, row: Event) -> list[str]:
+        """A bar across the lane with the event's text in it; a text too long for one bar
+        goes on in the lines under it, wrapped at words."""
         g = self.g
-        text = f" {row.text} "
-        fill = max(2, self.lane - len(text) - 2)
-        line = g.ends[0] + g.event * 2 + text + g.event * (fill - 2) + g.ends[1]
-        return [f"{row.time:>{self.GUTTER - 1}.6f} " + self._c(line[:self.lane + 2], "bold",
-                                                               "yellow")]
+        first, *rest = textwrap.wrap(ascii_text(row.text) if g is ASCII else row.text,
+                                     self.lane - 6) or [""]
+        text = f" {first} "
+        line = g.ends[0] + g.event * 2 + text + g.event * (self.lane - len(text) - 2) + g.ends[1]
+        return [f"{row.time:>{self.GUTTER - 1}.6f} " + self._c(line, "bold", "yellow"),
+                *(self._lane("   " + piece, "bold", "yellow") for piece in rest)]
 
     def _arrow(self, a: Arrow) -> list[str]:
         g = self.g
@@ -458,8 +463,10 @@ class TextLadder:
         g = self.g
         bars = [" "] * (self.lane + 2)
         bars[0], bars[self.mid], bars[-1] = g.bar, g.net, g.bar
+        width = self.GUTTER + self.lane + 2
         return [" " * self.GUTTER + "".join(bars),
-                *(self._c(line) for line in self.ladder.footer)]
+                *(self._c(piece) for line in self.ladder.footer
+                  for piece in (textwrap.wrap(line, width, subsequent_indent="  ") or [""]))]
 
 
 def ladder_text(ladder: Ladder, *, width: int = 100, colour: bool = False,

@@ -141,7 +141,10 @@ class Narrator:
                 return Note(f"An infinite mapping: the {who} falls back to plain TCP on this "
                             "subflow; from here the subflow bytes are the data.", "3.7")
             if o["data_fin"]:
-                if not self._once("data_fin", half):
+                # once per connection, end and DATA_FIN: the same one on another subflow
+                # is a repeat too
+                where = (conn.number, side) if conn is not None else (half,)
+                if not self._once("data_fin", *where, o.get("dsn")):
                     return Note(f"DATA_FIN again: the {who} repeats it until it is "
                                 "acknowledged at the data level.", "3.3.3")
                 return Note(f"DATA_FIN: the {who} has no more data for the whole connection "
