@@ -10,8 +10,6 @@ keys and compares them with what the kernel says about its own sockets (MPTCP_IN
 
 from __future__ import annotations
 
-import hashlib
-
 from mptcplab import crypto
 from mptcplab.analysis import CLIENT, SERVER, SIDE_NAMES
 from mptcplab.demo import Scene, mptcp_info
@@ -56,7 +54,7 @@ def run(scene: Scene, *, upload: int = 600, download: int = 300) -> None:
         assert key is not None
         info = kernel[side]
         assert info is not None
-        digest = hashlib.sha256(key.to_bytes(8, "big")).hexdigest()
+        digest = crypto.key_digest(key).hex()          # shown on screen, then split
         token, idsn = crypto.token_and_idsn(key)
         derived[side] = (token, idsn)
         kernel_idsn = (info.mptcpi_write_seq - 1 - moved[side]) & 0xFFFFFFFFFFFFFFFF
