@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from mptcplab import sockdiag, sockopt, traffic
+from mptcplab.poll import until
 from mptcplab.topo import Lab, catalogue
 
 
@@ -36,8 +37,8 @@ def bench_reads(reads: int) -> None:
     with Lab(catalogue.get("two-paths", rate=None)) as lab, \
             traffic.connect(lab["client"], lab["server"], "10.0.1.2", port=5900) as conn:
         conn.upload(traffic.pattern(1_000_000))
-        while len(sockopt.subflow_addrs(conn.client)) < 2:
-            time.sleep(0.01)
+        until(lambda: len(sockopt.subflow_addrs(conn.client)) >= 2, "the second subflow",
+              timeout=10)
         s = conn.client
         token = sockopt.mptcp_info(s).mptcpi_token
         fd = sockdiag.netns_of(s)

@@ -33,6 +33,7 @@ from typing import Any
 from mptcplab import sockdiag, sockopt
 from mptcplab.describe import endpoint
 from mptcplab.errors import BadInput, ExitStatus, LabError
+from mptcplab.poll import until
 from mptcplab.sockopt import SockAddr, Subflow, TcpInfo
 
 # Options the kernel applies to every subflow when set on the MPTCP socket (net/mptcp/
@@ -293,12 +294,10 @@ class MptcpSocket:
         finally:
             pm.close()
             os.close(fd)
-        deadline = time.monotonic() + timeout
-        while any(x.id == sub_id for x in sockopt.full_info(self.sock, with_tcp_info=False)
-                  .subflows):
-            if time.monotonic() > deadline:
-                raise LabError(f"{what}: still listed after {timeout:g} s")
-            time.sleep(0.01)
+        until(lambda: all(x.id != sub_id for x in
+                          sockopt.full_info(self.sock, with_tcp_info=False).subflows),
+              f"subflow {sub_id} to leave the kernel's list", timeout, interval=0.01,
+              error=lambda text: LabError(f"{what}: {text}"))
 
     def set_backup(self, sub_id: int, backup: bool = True, *,
                    timeout: float | None = None) -> SubStatus:
@@ -317,16 +316,14 @@ class MptcpSocket:
         finally:
             pm.close()
             os.close(fd)
-        deadline = time.monotonic() + timeout
-        while True:
+        def changed() -> SubStatus | None:
             now = next((x for x in self.get_sub_ids() if x.id == sub_id), None)
             if now is None:
                 raise LabError(f"{what}: the subflow closed meanwhile")
-            if now.backup_local == backup:
-                return now
-            if time.monotonic() > deadline:
-                raise LabError(f"{what}: the kernel did not change it within {timeout:g} s")
-            time.sleep(0.01)
+            return now if now.backup_local == backup else None
+
+        return until(changed, "the kernel to change it", timeout, interval=0.01,
+                     error=lambda text: LabError(f"{what}: {text}"))
 
     def sub_setsockopt(self, sub_id: int, level: int, optname: int, value: Any, *,
                        all_subflows: bool = False) -> None:

@@ -22,7 +22,7 @@ def _nc(args: argparse.Namespace) -> int:
     try:
         number = port(words[-1])
     except argparse.ArgumentTypeError as exc:
-        raise LabError(str(exc), ExitStatus.USAGE) from None
+        raise LabError(f"PORT: {exc}", ExitStatus.USAGE) from None
     host = words[0] if len(words) == 2 else None
     if args.listen and args.source:
         if host:
