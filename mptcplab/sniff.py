@@ -54,9 +54,6 @@ from mptcplab.report import (
 )
 from mptcplab.wire import dss_length
 
-_U16 = struct.Struct("!H").unpack_from
-_U32 = struct.Struct("!I").unpack_from
-_U64 = struct.Struct("!Q").unpack_from
 _SEQ_ACK_FLAGS = struct.Struct("!IIH").unpack_from
 _IP_TYPES = (b"\x08\x00", b"\x86\xdd")
 _TIMESTAMPS = b"\x01\x01\x08\x0a"      # NOP NOP TS(10): what precedes MPTCP in Linux headers

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mptcplab.cli.common import count, positive, seconds
 from mptcplab.cli.vm import add_vm_options, vm_options
-from mptcplab.errors import ExitStatus, LabError
+from mptcplab.errors import ExitStatus, LabError, NotRoot
 
 
 def _say(text: str) -> None:
@@ -25,14 +25,11 @@ def _cases(args: argparse.Namespace) -> int:
     if not args.kernel and not args.merge:
         raise LabError("give --kernel KERNEL (repeatable: host, 6.1, 6.12, an image path) "
                        "and/or --merge FILE ...", ExitStatus.USAGE)
-    labels = [k for k in args.kernel]
-    if len(set(labels)) != len(labels):
+    if len(set(args.kernel)) != len(args.kernel):
         raise LabError("the same --kernel twice", ExitStatus.USAGE)
     runs = matrix.merge([Path(p) for p in args.merge]) if args.merge else []
     if args.kernel:
         if os.geteuid() != 0:
-            from mptcplab.errors import NotRoot
-
             raise NotRoot("the cases need root (network namespaces; VMs)")
         opts = matrix.RunOptions(out=args.out, select=args.select, workers=args.workers,
                                  pytest_args=args.pytest_arg, vm=vm_options(args),

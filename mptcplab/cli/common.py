@@ -34,7 +34,6 @@ def number(convert: Callable[[str], float], noun: str, low: float | None = None,
             raise argparse.ArgumentTypeError(f"{text} is out of range ({_limits(low, high)})")
         return value
 
-    parse.__name__ = noun                                    # argparse names it in its errors
     return parse
 
 
