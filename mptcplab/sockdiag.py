@@ -173,6 +173,8 @@ def _dump(sk: socket.socket, family: int, protocol: int,
         off = 0
         while off + _NLH.size <= len(data):
             length, kind, _, _, _ = _NLH.unpack_from(data, off)
+            if length < _NLH.size or off + length > len(data):
+                raise LabError(f"sock_diag dump: a malformed netlink message (length {length})")
             if kind == NLMSG_DONE:
                 return out
             if kind == NLMSG_ERROR:
